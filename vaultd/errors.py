@@ -1,0 +1,89 @@
+"""Every error vaultd raises, in one tree.
+
+    VaultdError                 root: anything vaultd itself reports
+    ├── ConfigError             a bad setting, flag or config file
+    ├── NoteError               a note that cannot be read or understood
+    │   ├── NoteReadError       not UTF-8, unreadable, vanished, too large
+    │   └── FormatError         callouts or measures that break the note format
+    │       └── GraphError      the measures do not form a runnable graph
+    ├── MeasureError            one measure failed; the note goes on
+    │   ├── ModelError          the model API refused, failed or was unreachable
+    │   └── SandboxError        a programmatic measure's JavaScript failed
+    └── WriteError              a note could not be written back
+        └── WriteConflict       the note changed on disk since it was read
+
+Errors from the libraries underneath (anthropic, quickjs, watchdog, the OS) are
+translated into these at the edge where they arise, with ``raise ... from exc``, so
+the core only ever sees vaultd's own errors.
+
+A :class:`Problem` is one located finding (``line`` is 1-based, ``None`` for the whole
+note); note-level errors carry a list of them so that every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong with a note, at a line (1-based) or with the note as a whole."""
+
+    line: int | None
+    message: str
+
+    def format(self, path: str) -> str:
+        """``file:line: message``, the form editors and terminals understand."""
+        return f"{path}:{self.line}: {self.message}" if self.line else f"{path}: {self.message}"
+
+
+class VaultdError(Exception):
+    """Root of every error vaultd reports."""
+
+
+class ConfigError(VaultdError):
+    """A bad setting, command-line flag or config file."""
+
+
+class NoteError(VaultdError):
+    """A note that cannot be read or understood."""
+
+
+class NoteReadError(NoteError):
+    """The note's bytes could not be read as a note (not UTF-8, unreadable, vanished, too large)."""
+
+
+class FormatError(NoteError):
+    """The note breaks the note format; ``problems`` lists every finding with its line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.line or 0, p.message))
+        super().__init__("; ".join(p.message for p in self.problems))
+
+
+class GraphError(FormatError):
+    """The measures do not form a runnable graph (cycle, unknown or duplicate id)."""
+
+
+class MeasureError(VaultdError):
+    """One measure failed. The message is a single line, shown as ``Error: <message>``."""
+
+
+class ModelError(MeasureError):
+    """The model API refused the request, failed, or could not be reached."""
+
+
+class SandboxError(MeasureError):
+    """A programmatic measure's JavaScript failed, ran too long or used too much memory."""
+
+
+class WriteError(VaultdError):
+    """A note could not be written back; the note on disk is left whole."""
+
+
+class WriteConflict(WriteError):
+    """The note on disk is not the text vaultd last read; ``current`` is what is there now."""
+
+    def __init__(self, current: bytes | None) -> None:
+        self.current = current
+        super().__init__("the note changed on disk" if current is not None else "the note vanished")

@@ -1,0 +1,379 @@
+"""The engine: everything that happens to one pending note.
+
+read → parse → check → plan → run → render → splice → write. Each write goes through
+:class:`_Session`, which re-reads the note just before writing (inside the writer's
+compare-and-write): when the user changed the note meanwhile, their change wins. vaultd
+splices its parts into their text, or starts the note over when its query, answer or
+measures changed, or leaves the note alone when they took it out of ``Pending``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from vaultd.errors import (
+    FormatError,
+    MeasureError,
+    NoteReadError,
+    Problem,
+    WriteConflict,
+    WriteError,
+)
+from vaultd.graph import Plan, plan
+from vaultd.measures import Measure, parse_measures
+from vaultd.model import ModelRequest
+from vaultd.note import Note, decode, parse
+from vaultd.render import (
+    Failure,
+    Outcome,
+    Skipped,
+    Success,
+    error_callout,
+    evaluation_block,
+    evaluation_pair,
+    one_line,
+)
+from vaultd.runner import Effects, ModelChoice, run_plan
+from vaultd.splice import Changes, apply
+from vaultd.writer import Writer
+
+log = logging.getLogger("vaultd.engine")
+
+Status = Literal["done", "error", "not_pending", "unreadable", "gone", "left_alone"]
+RUNNABLE = ("pending", "processing")
+MAX_RESTARTS = 5
+MAX_CONFLICTS = 10
+
+
+@dataclass(frozen=True)
+class NoteResult:
+    """How one note ended. ``summary`` is one line for people."""
+
+    path: Path
+    status: Status
+    summary: str = ""
+    measures: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    model: str
+    answer_model: str
+    max_tokens: int
+    answer_max_tokens: int
+    max_note_bytes: int
+    live_interval: float = 0.25  # at most this often a live (partial) write
+
+
+class _Restart(Exception):
+    """The note's query, answer or measures changed under a run: start over."""
+
+
+class _Stop(Exception):
+    """The run must end without another write (note gone, or taken out of Pending)."""
+
+    def __init__(self, result: Status, summary: str) -> None:
+        self.result = result
+        self.summary = summary
+
+
+def fingerprint(note: Note) -> tuple[str | None, ...]:
+    """What decides the results: the query, the answer and the measures block."""
+    measures = note.first("measures")
+    block = measures.block(("md", "yaml")) if measures else None
+    return (
+        note.block_text("query", ("text",)),
+        note.block_text("answer", ("text",)),
+        block.info.lower() if block else None,
+        block.content if block else None,
+    )
+
+
+def read_note(path: Path, max_bytes: int) -> tuple[bytes, Note]:
+    """The note's bytes and structure, or a :class:`NoteReadError` saying why not."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise NoteReadError(f"{path}: the note is too large ({size} bytes, limit {max_bytes})")
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise NoteReadError(f"{path}: the note vanished") from exc
+    except IsADirectoryError as exc:
+        raise NoteReadError(f"{path}: is a folder, not a note") from exc
+    except OSError as exc:
+        raise NoteReadError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return data, parse(decode(data, str(path)))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A note that passed every check: what to run it with."""
+
+    plan: Plan
+    query: str | None
+    answer: str | None
+
+
+def check_note(note: Note) -> Checked:
+    """Everything wrong with the note's callouts and measures, all at once, or its plan."""
+    problems: list[Problem] = []
+    query = _text_of(note, "query", problems)
+    answer = _text_of(note, "answer", problems)
+    measures: list[Measure] = []
+    callouts = note.callouts_of("measures")
+    if not callouts:
+        problems.append(Problem(None, "no [!measures] callout"))
+    else:
+        callout = callouts[0]
+        block = callout.block(("md", "yaml"))
+        if block is None:
+            problems.append(
+                Problem(callout.start + 1,
+                        "the [!measures] callout needs a `measures-md` or `measures-yaml` block")
+            )
+        else:
+            fmt = block.info.lower().removeprefix("measures-")
+            measures, found = parse_measures(block.content, fmt, block.first_line + 1)
+            problems.extend(found)
+        for extra in callouts[1:]:
+            problems.append(Problem(extra.start + 1, "a second [!measures] callout (only one "
+                                                     "is allowed)"))
+    if not (query or "").strip() and not (answer or "").strip():
+        problems.append(Problem(None, "the note has neither a query nor an answer"))
+    graph: Plan | None = None
+    try:
+        graph = plan(measures)
+    except FormatError as exc:
+        problems.extend(exc.problems)
+    if problems or graph is None:
+        raise FormatError(problems)
+    return Checked(graph, query, answer)
+
+
+def _text_of(note: Note, kind: str, problems: list[Problem]) -> str | None:
+    callout = note.first(kind)
+    if callout is None:
+        return None
+    block = callout.block(("text",))
+    if block is None:
+        problems.append(Problem(callout.start + 1,
+                                f"the [!{kind}] callout needs a `{kind}-text` code block"))
+        return None
+    return block.content
+
+
+class Engine:
+    """Processes notes, one call each; safe to call from several threads for different notes."""
+
+    def __init__(
+        self,
+        effects: Effects,
+        writer: Writer,
+        options: EngineOptions,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = datetime.now,
+    ) -> None:
+        self.effects = effects
+        self.writer = writer
+        self.options = options
+        self.clock = clock
+        self.now = now
+
+    def process(self, path: Path, should_stop: Callable[[], bool] = lambda: False) -> NoteResult:
+        """Run the note at ``path`` if it is pending, and write its results back."""
+        for _ in range(MAX_RESTARTS):
+            try:
+                return self._process(path, should_stop)
+            except _Restart:
+                log.info("%s: the note changed while it ran; starting over", path)
+            except _Stop as stop:
+                return NoteResult(path, stop.result, stop.summary)
+            except NoteReadError as exc:
+                return NoteResult(path, "unreadable", str(exc))
+            except WriteError as exc:
+                return NoteResult(path, "error", f"could not write the note: {exc}")
+        return NoteResult(path, "error", "the note kept changing while it ran; set it to "
+                                         "Pending again")
+
+    def _process(self, path: Path, should_stop: Callable[[], bool]) -> NoteResult:
+        data, note = read_note(path, self.options.max_note_bytes)
+        if (note.status or "").strip().lower() not in RUNNABLE:
+            return NoteResult(path, "not_pending")
+        session = _Session(self, path, data, note)
+        try:
+            checked = check_note(note)
+        except FormatError as exc:
+            lines = [f"line {p.line}: {p.message}" if p.line else p.message
+                     for p in exc.problems]
+            summary = one_line(f"{len(lines)} problem(s): {lines[0]}")
+            session.commit(Changes(status="Error", properties=self._final_props(summary),
+                                   error=error_callout(lines), results=None))
+            return NoteResult(path, "error", summary)
+        session.plan = checked.plan
+        session.commit(Changes(status="Processing", properties={"Error": None},
+                               clear_error=True))
+        overrides = note.properties
+        known: dict[str, Outcome] = {}
+        if checked.query is not None:
+            known["query"] = Success(checked.query)
+        answer = checked.answer
+        if answer is None or not answer.strip():
+            known["answer"] = self._generate_answer(session, checked.query or "", overrides)
+        else:
+            known["answer"] = Success(answer)
+        choice = ModelChoice(
+            model=_text_override(overrides, "model") or self.options.model,
+            max_tokens=_int_override(overrides, "max_tokens") or self.options.max_tokens,
+        )
+        outcomes = run_plan(
+            checked.plan,
+            known,
+            self.effects,
+            choice,
+            on_result=session.record,
+            on_tick=session.maybe_flush,
+            should_stop=lambda: should_stop() or session.stale,
+        )
+        session.outcomes = outcomes
+        if session.stale:
+            raise _Restart
+        if len(outcomes) < len(checked.plan.measures):  # stopped: leave it for the next start
+            session.commit(Changes(status="Pending", results=session.rendered()))
+            return NoteResult(path, "left_alone", "stopped before it finished; left Pending")
+        failed = [(m, outcomes[m.id]) for m in checked.plan.measures
+                  if not isinstance(outcomes[m.id], Success)]
+        answer_failed = known.get("answer")
+        summary = _summary(failed, len(checked.plan.measures), answer_failed)
+        session.commit(
+            Changes(
+                status="Error" if failed else "Done",
+                properties=self._final_props(summary if failed else None),
+                results=session.rendered(),
+                clear_error=True,
+            )
+        )
+        if failed:
+            return NoteResult(path, "error", summary, len(outcomes), len(failed))
+        return NoteResult(path, "done", f"{len(outcomes)} measures", len(outcomes))
+
+    def _generate_answer(self, session: _Session, query: str, overrides: dict[str, Any]
+                         ) -> Outcome:
+        request = ModelRequest(
+            model=_text_override(overrides, "answer_model") or self.options.answer_model,
+            max_tokens=_int_override(overrides, "answer_max_tokens")
+            or self.options.answer_max_tokens,
+            prompt=query,
+        )
+        try:
+            with self.effects.model_slots:
+                reply = self.effects.model.complete(request)
+        except MeasureError as exc:
+            return Failure(f"could not generate the answer: {exc}")
+        if not reply.text.strip():
+            return Failure("could not generate the answer: the model returned an empty reply")
+        text = reply.text.strip("\r\n")
+        session.commit(Changes(answer=text))
+        return Success(text)
+
+    def _final_props(self, error: str | None) -> dict[str, str | None]:
+        return {
+            "Error": json.dumps(error, ensure_ascii=False) if error else None,
+            "Evaluated": self.now().replace(microsecond=0).isoformat(),
+        }
+
+
+def _summary(failed: list[tuple[Measure, Outcome]], total: int, answer: Outcome | None) -> str:
+    if isinstance(answer, Failure):
+        return one_line(answer.message, 300)
+    if not failed:
+        return ""
+    measure, outcome = next(((m, o) for m, o in failed if isinstance(o, Failure)), failed[0])
+    why = outcome.message if isinstance(outcome, Failure) else (
+        outcome.reason if isinstance(outcome, Skipped) else "")
+    return one_line(f"{len(failed)} of {total} measures did not succeed; {measure.id}: {why}", 300)
+
+
+def _text_override(props: dict[str, Any], key: str) -> str | None:
+    value = props.get(key)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _int_override(props: dict[str, Any], key: str) -> int | None:
+    value = props.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+class _Session:
+    """One run's view of one note on disk: what vaultd last read or wrote, and its results."""
+
+    def __init__(self, engine: Engine, path: Path, data: bytes, note: Note) -> None:
+        self.engine = engine
+        self.path = path
+        self.data = data
+        self.note = note
+        self.print = fingerprint(note)
+        self.outcomes: dict[str, Outcome] = {}
+        self.plan: Plan | None = None
+        self.dirty = False
+        self.stale = False
+        self.last_write = engine.clock()
+
+    def rendered(self) -> list[str]:
+        measures = self.plan.measures if self.plan else ()
+        return evaluation_block([
+            evaluation_pair(m.label, m.type, self.outcomes[m.id])
+            for m in measures if m.id in self.outcomes
+        ])
+
+    def record(self, measure_id: str, outcome: Outcome) -> None:
+        self.outcomes[measure_id] = outcome
+        self.dirty = True
+
+    def maybe_flush(self) -> None:
+        """A live write of the results so far, at most every ``live_interval`` seconds."""
+        if not self.dirty or self.stale:
+            return
+        if self.engine.clock() - self.last_write < self.engine.options.live_interval:
+            return
+        self.dirty = False
+        try:
+            self.commit(Changes(results=self.rendered()))
+        except _Restart:
+            self.stale = True
+
+    def commit(self, changes: Changes) -> None:
+        """Write ``changes`` into the note as it is on disk now; the user's edits win."""
+        for _ in range(MAX_CONFLICTS):
+            text = apply(self.note, changes)
+            new = text.encode("utf-8")
+            try:
+                self.engine.writer.write(self.path, self.data, new)
+            except WriteConflict as conflict:
+                self._reload(conflict.current)
+                continue
+            self.data, self.note = new, parse(text)
+            self.print = fingerprint(self.note)
+            self.last_write = self.engine.clock()
+            return
+        raise WriteError(f"{self.path}: the note kept changing; gave up writing")
+
+    def _reload(self, current: bytes | None) -> None:
+        if current is None:
+            raise _Stop("gone", "the note vanished while it ran")
+        try:
+            note = parse(decode(current, str(self.path)))
+        except NoteReadError as exc:
+            raise _Stop("unreadable", str(exc)) from exc
+        if (note.status or "").strip().lower() not in RUNNABLE:
+            raise _Stop("left_alone", "its Status was changed while it ran; left as it is")
+        if fingerprint(note) != self.print:
+            raise _Restart
+        self.data, self.note = current, note

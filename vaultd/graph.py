@@ -1,0 +1,126 @@
+"""The plan: the measures as a dependency graph, checked to be a DAG.
+
+``plan()`` is pure: measures in, a :class:`Plan` out, or a :class:`GraphError` naming every
+duplicate id, unknown input and cycle with its line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vaultd.errors import GraphError, Problem
+from vaultd.measures import RESERVED_INPUTS, Measure
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Measures in declared order, with what each waits for and what waits for it."""
+
+    measures: tuple[Measure, ...]
+    depends_on: dict[str, tuple[str, ...]]  # measure id -> measure ids it reads (no reserved)
+    dependents: dict[str, tuple[str, ...]]
+
+    def by_id(self, measure_id: str) -> Measure:
+        for measure in self.measures:
+            if measure.id == measure_id:
+                return measure
+        raise KeyError(measure_id)
+
+    @property
+    def uses_answer(self) -> bool:
+        return any("answer" in m.input for m in self.measures)
+
+    def levels(self) -> list[list[Measure]]:
+        """The measures in rounds: each round depends only on earlier rounds."""
+        depth: dict[str, int] = {}
+        for measure in self.topological():
+            deps = self.depends_on[measure.id]
+            depth[measure.id] = 1 + max((depth[d] for d in deps), default=-1)
+        rounds: list[list[Measure]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for measure in self.measures:
+            rounds[depth[measure.id]].append(measure)
+        return rounds
+
+    def topological(self) -> list[Measure]:
+        """Kahn's algorithm, keeping declared order among measures that are ready together."""
+        waiting = {m.id: len(self.depends_on[m.id]) for m in self.measures}
+        index = {m.id: i for i, m in enumerate(self.measures)}
+        ready = [m.id for m in self.measures if waiting[m.id] == 0]
+        order: list[Measure] = []
+        while ready:
+            ready.sort(key=index.__getitem__, reverse=True)
+            current = ready.pop()
+            order.append(self.measures[index[current]])
+            for other in self.dependents[current]:
+                waiting[other] -= 1
+                if waiting[other] == 0:
+                    ready.append(other)
+        return order
+
+
+def plan(measures: Iterable[Measure]) -> Plan:
+    """Check the measures form a DAG and return the plan to run them."""
+    measures = tuple(measures)
+    problems: list[Problem] = []
+    first: dict[str, Measure] = {}
+    for measure in measures:
+        if measure.id in first:
+            problems.append(
+                Problem(
+                    measure.line,
+                    f"duplicate id `{measure.id}` (first used on line {first[measure.id].line})",
+                )
+            )
+        else:
+            first[measure.id] = measure
+    unique = tuple(first.values())
+    depends_on: dict[str, tuple[str, ...]] = {}
+    for measure in unique:
+        deps: list[str] = []
+        for name in measure.input:
+            if name in RESERVED_INPUTS:
+                continue
+            if name == measure.id:
+                problems.append(Problem(measure.line, f"measure `{name}` uses itself as input"))
+            elif name not in first:
+                problems.append(
+                    Problem(measure.line, f"measure `{measure.id}`: unknown input `{name}`")
+                )
+            elif name not in deps:
+                deps.append(name)
+        depends_on[measure.id] = tuple(deps)
+    for cycle in _cycles(unique, depends_on):
+        path = " → ".join([*cycle, cycle[0]])
+        problems.append(Problem(first[cycle[0]].line, f"the measures form a cycle: {path}"))
+    if problems:
+        raise GraphError(problems)
+    dependents = {m.id: tuple(o.id for o in unique if m.id in depends_on[o.id]) for m in unique}
+    return Plan(measures=unique, depends_on=depends_on, dependents=dependents)
+
+
+def _cycles(
+    measures: tuple[Measure, ...], depends_on: dict[str, tuple[str, ...]]
+) -> list[list[str]]:
+    """Each cycle once, as the ids along it, found by depth-first search."""
+    state: dict[str, int] = {}  # 1: on the path, 2: finished
+    cycles: list[list[str]] = []
+    for measure in measures:
+        if measure.id in state:
+            continue
+        path: list[str] = [measure.id]
+        pending: list[list[str]] = [list(depends_on.get(measure.id, ()))]
+        state[measure.id] = 1
+        while path:  # iterative, so a long chain of measures cannot exhaust the stack
+            if not pending[-1]:
+                state[path.pop()] = 2
+                pending.pop()
+                continue
+            dep = pending[-1].pop(0)
+            if state.get(dep) == 1:
+                cycles.append(path[path.index(dep) :])
+            elif dep not in state:
+                state[dep] = 1
+                path.append(dep)
+                pending.append(list(depends_on.get(dep, ())))
+    return cycles

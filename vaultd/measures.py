@@ -1,0 +1,294 @@
+"""The measures: read from a ``measures-md`` or ``measures-yaml`` block into typed models.
+
+Both forms become the same list of raw mappings, each field remembering its line, and
+then one pydantic model validates them. Every problem is collected, with its line in the
+note, so that one look at the error names them all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vaultd.errors import Problem
+
+RESERVED_INPUTS = ("answer", "query")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_BULLET = re.compile(r"^(\s*)[*+-](?:[ \t]+(.*))?$")
+_FIELD = re.compile(r"^([^\s:]+)[ \t]*:(?:[ \t]+(.*)|[ \t]*)$")
+
+JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+
+
+class Measure(BaseModel):
+    """One measure, validated. ``line`` is where it starts in the note (1-based)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    type: Literal["ai", "programmatic"]
+    description: str = ""
+    input: tuple[str, ...] = ("answer",)
+    input_is_list: bool = False
+    params: dict[str, Any] = Field(default_factory=dict)
+    prompt: str | None = None
+    logic: str | None = None
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    line: int = 0
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if not ID_PATTERN.match(value):
+            raise ValueError(f"`{value}` is not a valid id (use letters, digits and _)")
+        if value in RESERVED_INPUTS:
+            raise ValueError(f"`{value}` is reserved (it names the note's {value})")
+        return value
+
+    @field_validator("description", "prompt", "logic", "model", mode="before")
+    @classmethod
+    def _scalar_text(cls, value: Any) -> Any:
+        if isinstance(value, bool | int | float):
+            return str(value).lower() if isinstance(value, bool) else str(value)
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.description or self.id
+
+
+@dataclass
+class _Raw:
+    """A measure as written, before validation: fields and the line each was on."""
+
+    line: int
+    fields: dict[str, Any] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+
+
+_FIELD_NAMES = ("id", "type", "description", "input", "params", "prompt", "logic", "model",
+                "max_tokens")
+
+
+def parse_measures(
+    content: str, fmt: str, first_line: int
+) -> tuple[list[Measure], list[Problem]]:
+    """Measures from a block's content. ``first_line`` is the 1-based line of its first line."""
+    if fmt == "yaml":
+        raws, problems = _read_yaml(content, first_line)
+    else:
+        raws, problems = _read_md(content, first_line)
+    measures: list[Measure] = []
+    for raw in raws:
+        measure, found = _validate(raw)
+        problems.extend(found)
+        if measure:
+            measures.append(measure)
+    if not raws and not problems:
+        problems.append(Problem(first_line - 1, "the measures block lists no measures"))
+    return measures, problems
+
+
+def _validate(raw: _Raw) -> tuple[Measure | None, list[Problem]]:
+    data = dict(raw.fields)
+    problems: list[Problem] = []
+    for key in data:
+        if key not in _FIELD_NAMES:
+            problems.append(Problem(raw.lines.get(key, raw.line), _unknown_field(key)))
+    data = {k: v for k, v in data.items() if k in _FIELD_NAMES}
+    label = f"measure `{data['id']}`" if isinstance(data.get("id"), str) else "measure"
+    if "input" in data:
+        value = data["input"]
+        if value is None:
+            data.pop("input")
+        elif isinstance(value, list):
+            data["input"] = tuple(str(v) for v in value)
+            data["input_is_list"] = True
+        else:
+            data["input"] = (str(value),)
+    if data.get("params") is None:
+        data.pop("params", None)
+    kind = data.get("type")
+    if kind == "ai" and not data.get("prompt"):
+        problems.append(Problem(raw.line, f"{label}: an ai measure needs a `prompt`"))
+    if kind == "programmatic" and not data.get("logic"):
+        problems.append(Problem(raw.line, f"{label}: a programmatic measure needs `logic`"))
+    try:
+        measure = Measure(line=raw.line, **data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            key = str(error["loc"][0]) if error["loc"] else ""
+            problems.append(Problem(raw.lines.get(key, raw.line), _explain(label, key, error)))
+        return None, problems
+    return (None, problems) if problems else (measure, [])
+
+
+def _unknown_field(key: str) -> str:
+    return f"unknown field `{key}` (known: {', '.join(_FIELD_NAMES)})"
+
+
+def _explain(label: str, key: str, error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return f"{label}: missing required field `{key}`"
+    if key == "type" and kind == "literal_error":
+        return f"{label}: unknown type `{error['input']}` (use `ai` or `programmatic`)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{label}: field `{key}`: {message}"
+
+
+# -- measures-md ------------------------------------------------------------------------
+
+
+def _read_md(content: str, first_line: int) -> tuple[list[_Raw], list[Problem]]:
+    """The seed's form: ``* ---`` starts a measure, nested ``* key: value`` items are fields."""
+    raws: list[_Raw] = []
+    problems: list[Problem] = []
+    top: int | None = None  # indent of the top-level bullets
+    current: _Raw | None = None
+    last: tuple[str, int, int] | None = None  # field key, its indent, its line
+    parts: list[str] = []  # the text of the field being read (continuation lines join it)
+    children: list[str] = []  # nested bullet values under a field with no inline value
+
+    def finish() -> None:
+        nonlocal last, parts, children
+        if current is not None and last is not None:
+            key, _, line = last
+            _store(current, key, line, parts, children, problems)
+        last, parts, children = None, [], []
+
+    for offset, text in enumerate(content.split("\n")):
+        line = first_line + offset
+        if not text.strip():
+            continue
+        bullet = _BULLET.match(text)
+        indent = len(text) - len(text.lstrip())
+        if bullet and top is None:
+            top = indent
+        if bullet and indent <= (top or 0):
+            finish()
+            item = (bullet.group(2) or "").strip()
+            if item != "---":
+                problems.append(Problem(line, "expected `* ---` to start a measure"))
+                current = None
+                continue
+            current = _Raw(line)
+            raws.append(current)
+            continue
+        if current is None:
+            if top is None:
+                problems.append(Problem(line, "expected `* ---` to start a measure"))
+            continue
+        if bullet and (last is None or indent <= last[1]):
+            finish()
+            item = (bullet.group(2) or "").strip()
+            match = _FIELD.match(item)
+            if not match:
+                problems.append(Problem(line, f"expected `* key: value`, found `{item}`"))
+                continue
+            last = (match.group(1), indent, line)
+            parts = [match.group(2) or ""]
+        elif bullet and last is not None:
+            children.append((bullet.group(2) or "").strip())
+        elif last is not None:
+            parts.append(text.strip())
+        else:
+            problems.append(Problem(line, f"expected `* key: value`, found `{text.strip()}`"))
+    finish()
+    return raws, problems
+
+
+def _store(
+    raw: _Raw, key: str, line: int, parts: list[str], children: list[str],
+    problems: list[Problem],
+) -> None:
+    if not _KEY.match(key):
+        problems.append(Problem(line, f"`{key}` is not a valid field name"))
+        return
+    text = " ".join(p for p in parts if p)
+    value: Any
+    if children and not text:
+        value = [_scalar(child, line, key, problems) for child in children]
+    else:
+        value = _scalar(text, line, key, problems) if text else None
+    _put(raw, key, value, line, problems)
+
+
+def _scalar(text: str, line: int, key: str, problems: list[Problem]) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problems.append(Problem(line, f"field `{key}`: not a valid YAML value ({reason})"))
+        return None
+
+
+def _put(raw: _Raw, key: str, value: Any, line: int, problems: list[Problem]) -> None:
+    """Set a field; a dotted key (``params.target``) builds nested mappings."""
+    head, *rest = key.split(".")
+    if head in raw.lines and not rest:
+        problems.append(Problem(line, f"field `{key}` is given twice (first on line "
+                                      f"{raw.lines[head]})"))
+        return
+    raw.lines.setdefault(head, line)
+    if not rest:
+        raw.fields[head] = value
+        return
+    target = raw.fields.setdefault(head, {})
+    if not isinstance(target, dict):
+        problems.append(Problem(line, f"field `{key}`: `{head}` is not a mapping"))
+        return
+    for part in rest[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            problems.append(Problem(line, f"field `{key}`: `{part}` is not a mapping"))
+            return
+    if rest[-1] in target:
+        problems.append(Problem(line, f"field `{key}` is given twice"))
+        return
+    target[rest[-1]] = value
+
+
+# -- measures-yaml ----------------------------------------------------------------------
+
+
+def _read_yaml(content: str, first_line: int) -> tuple[list[_Raw], list[Problem]]:
+    """The same data as a YAML list of mappings; lines come from the YAML node marks."""
+    try:
+        root = yaml.compose(content, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = first_line + mark.line if mark else first_line
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return [], [Problem(line, f"the measures are not valid YAML: {reason}")]
+    if root is None:
+        return [], []
+    if not isinstance(root, yaml.SequenceNode):
+        return [], [Problem(first_line, "the measures must be a YAML list of mappings")]
+    raws: list[_Raw] = []
+    problems: list[Problem] = []
+    constructor = yaml.SafeLoader("")
+    for item in root.value:
+        line = first_line + item.start_mark.line
+        if not isinstance(item, yaml.MappingNode):
+            problems.append(Problem(line, "each measure must be a mapping of fields"))
+            continue
+        raw = _Raw(line)
+        for key_node, value_node in item.value:
+            key = str(key_node.value)
+            key_line = first_line + key_node.start_mark.line
+            try:
+                value = constructor.construct_object(value_node, deep=True)
+            except yaml.YAMLError as exc:
+                problems.append(Problem(key_line, f"field `{key}`: {exc}"))
+                continue
+            _put(raw, key, value, key_line, problems)
+        raws.append(raw)
+    constructor.dispose()
+    return raws, problems

@@ -1,0 +1,310 @@
+"""The note: its text, read into frontmatter and callouts, with every position kept.
+
+Parsing is pure (text in, an immutable :class:`Note` out) and keeps each line exactly as
+it was, line ending included, so that the splicer can rewrite the parts vaultd owns and
+leave every other byte alone. Line indexes are 0-based inside the code; lines shown to
+people are 1-based.
+
+The scanner follows CommonMark where it matters for finding structure: a fenced code
+block at the top level hides everything inside it, a callout is a run of ``>`` lines whose
+first line is ``> [!type]``, and a fence inside a callout closes only on a fence of the
+same character at least as long.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+import yaml
+
+from vaultd.errors import NoteReadError
+
+BOM = "\ufeff"
+
+_FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
+_QUOTE = re.compile(r"^ {0,3}>")
+_CALLOUT_HEAD = re.compile(r"^\[!([^\]\s]+)\]([+-]?)[ \t]*(.*?)\s*$")
+_THEMATIC_BREAK = re.compile(r"^ {0,3}(?:(?:\*[ \t]*){3,}|(?:-[ \t]*){3,}|(?:_[ \t]*){3,})$")
+_PROPERTY = re.compile(r"^([^\s#:'\"-][^:]*?|'[^']*'|\"[^\"]*\")[ \t]*:(?=[ \t]|$)")
+
+
+def split_lines(text: str) -> tuple[str, ...]:
+    """The text's lines with their endings (``\\n``, ``\\r\\n`` or a lone ``\\r``)."""
+    return tuple(re.findall(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$", text))
+
+
+def strip_eol(line: str) -> str:
+    return line.rstrip("\r\n")
+
+
+def line_ending(line: str) -> str:
+    return line[len(strip_eol(line)) :]
+
+
+def dominant_newline(lines: tuple[str, ...]) -> str:
+    """The line ending most lines use (``\\n`` for a note with none)."""
+    crlf = sum(1 for line in lines if line.endswith("\r\n"))
+    lf = sum(1 for line in lines if line.endswith("\n") and not line.endswith("\r\n"))
+    return "\r\n" if crlf > lf else "\n"
+
+
+def is_thematic_break(line: str) -> bool:
+    return bool(_THEMATIC_BREAK.match(strip_eol(line)))
+
+
+def is_blank(line: str) -> bool:
+    return not line.strip()
+
+
+def unquote(line: str) -> str:
+    """A callout line with its ``>`` marker (and the one space after it) removed."""
+    body = strip_eol(line).lstrip(" ")
+    body = body[1:]  # the ">"
+    return body[1:] if body.startswith((" ", "\t")) else body
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    """A fenced code block inside a callout."""
+
+    info: str
+    content: str  # without the callout markers, lines joined by "\n"
+    fence_line: int  # 0-based index of the opening fence
+    first_line: int  # 0-based index of the first content line
+    closed: bool
+
+
+@dataclass(frozen=True)
+class Callout:
+    """A top-level Obsidian callout: ``start``..``end`` (exclusive) are 0-based line indexes."""
+
+    kind: str  # lower-case type, e.g. "query"
+    fold: str
+    title: str
+    start: int
+    end: int
+    blocks: tuple[CodeBlock, ...]
+
+    def block(self, suffixes: tuple[str, ...] | None = None) -> CodeBlock | None:
+        """The first code block whose info string is ``<kind>-<suffix>`` (any suffix if None)."""
+        prefix = self.kind + "-"
+        for block in self.blocks:
+            info = block.info.lower()
+            suffix = info[len(prefix) :] if info.startswith(prefix) else ""
+            if suffix and (suffixes is None or suffix in suffixes):
+                return block
+        return None
+
+
+@dataclass(frozen=True)
+class Property:
+    """A top-level frontmatter property: lines ``start``..``end`` (exclusive), 0-based."""
+
+    key: str  # as the user spelled it
+    raw_value: str  # the text after the colon on the key's line
+    start: int
+    end: int
+
+    def value(self) -> object:
+        """The property's value as YAML reads it (``None`` when it cannot be read)."""
+        try:
+            return yaml.safe_load(self.raw_value) if self.raw_value.strip() else None
+        except yaml.YAMLError:
+            return None
+
+
+@dataclass(frozen=True)
+class Frontmatter:
+    """Lines ``0``..``end`` (exclusive): the opening ``---``, the YAML, the closing ``---``."""
+
+    end: int
+    properties: tuple[Property, ...]
+
+    def get(self, key: str) -> Property | None:
+        """The last property whose key matches ``key`` case-insensitively."""
+        found = None
+        for prop in self.properties:
+            if prop.key.strip("'\"").lower() == key.lower():
+                found = prop
+        return found
+
+
+@dataclass(frozen=True)
+class Note:
+    """A parsed note. Immutable; every position refers to ``lines``."""
+
+    text: str
+    lines: tuple[str, ...]
+    frontmatter: Frontmatter | None
+    callouts: tuple[Callout, ...]
+
+    @cached_property
+    def newline(self) -> str:
+        return dominant_newline(self.lines)
+
+    @property
+    def status(self) -> str | None:
+        """The ``Status`` property's value as text, or None."""
+        prop = self.frontmatter.get("status") if self.frontmatter else None
+        value = prop.value() if prop else None
+        return value if isinstance(value, str) else None
+
+    @property
+    def is_pending(self) -> bool:
+        return (self.status or "").strip().lower() == "pending"
+
+    def callouts_of(self, kind: str) -> list[Callout]:
+        return [c for c in self.callouts if c.kind == kind]
+
+    def first(self, kind: str) -> Callout | None:
+        found = self.callouts_of(kind)
+        return found[0] if found else None
+
+    def block_text(self, kind: str, suffixes: tuple[str, ...] | None = None) -> str | None:
+        """The content of the first ``[!kind]`` callout's code block, or None."""
+        callout = self.first(kind)
+        block = callout.block(suffixes) if callout else None
+        return block.content if block else None
+
+    @cached_property
+    def properties(self) -> dict[str, object]:
+        """Frontmatter properties by lower-cased key, as YAML reads them (best effort)."""
+        if not self.frontmatter:
+            return {}
+        return {p.key.strip("'\"").lower(): p.value() for p in self.frontmatter.properties}
+
+
+def decode(data: bytes, path: str = "<note>") -> str:
+    """The note's text; a note that is not UTF-8 is a :class:`NoteReadError`."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise NoteReadError(f"{path}:{line}: not UTF-8 text (byte {exc.start})") from exc
+
+
+def parse(text: str) -> Note:
+    """Read a note's structure. Never fails: whatever is not structure is prose."""
+    lines = split_lines(text)
+    frontmatter = _parse_frontmatter(lines)
+    callouts = _scan_callouts(lines, frontmatter.end if frontmatter else 0)
+    return Note(text=text, lines=lines, frontmatter=frontmatter, callouts=callouts)
+
+
+def _parse_frontmatter(lines: tuple[str, ...]) -> Frontmatter | None:
+    if not lines or strip_eol(lines[0]).removeprefix(BOM).rstrip() != "---":
+        return None
+    for end in range(1, len(lines)):
+        if strip_eol(lines[end]).rstrip() == "---":
+            return Frontmatter(end=end + 1, properties=_scan_properties(lines, 1, end))
+    return None
+
+
+def _scan_properties(lines: tuple[str, ...], start: int, stop: int) -> tuple[Property, ...]:
+    """Top-level ``key: value`` lines; indented and list lines that follow belong to the key."""
+    found: list[Property] = []
+    for i in range(start, stop):
+        line = strip_eol(lines[i])
+        match = _PROPERTY.match(line)
+        if not match:
+            continue
+        if found and found[-1].end == -1:
+            found[-1] = _close(found[-1], i)
+        found.append(Property(match.group(1), line[match.end() :].strip(), i, -1))
+    if found and found[-1].end == -1:
+        found[-1] = _close(found[-1], stop)
+    # A property runs until the next property, but not over trailing comments or blanks.
+    trimmed = []
+    for prop in found:
+        end = prop.end
+        while end - 1 > prop.start and (
+            is_blank(lines[end - 1]) or strip_eol(lines[end - 1]).startswith("#")
+        ):
+            end -= 1
+        trimmed.append(Property(prop.key, prop.raw_value, prop.start, end))
+    return tuple(trimmed)
+
+
+def _close(prop: Property, end: int) -> Property:
+    return Property(prop.key, prop.raw_value, prop.start, end)
+
+
+def _scan_callouts(lines: tuple[str, ...], start: int) -> tuple[Callout, ...]:
+    callouts: list[Callout] = []
+    i = start
+    fence: tuple[str, int] | None = None  # an open top-level fence: (char, length)
+    while i < len(lines):
+        line = strip_eol(lines[i])
+        if fence:
+            if _closes(line, fence):
+                fence = None
+            i += 1
+            continue
+        match = _FENCE.match(line)
+        if match and not (match.group(2)[0] == "`" and "`" in match.group(3)):
+            fence = (match.group(2)[0], len(match.group(2)))
+            i += 1
+            continue
+        if _QUOTE.match(line):
+            end = i
+            while end < len(lines) and _QUOTE.match(lines[end]):
+                end += 1
+            head = _CALLOUT_HEAD.match(unquote(lines[i]))
+            if head:
+                callouts.append(
+                    Callout(
+                        kind=head.group(1).lower(),
+                        fold=head.group(2),
+                        title=head.group(3),
+                        start=i,
+                        end=end,
+                        blocks=_scan_blocks(lines, i + 1, end),
+                    )
+                )
+            i = end
+            continue
+        i += 1
+    return tuple(callouts)
+
+
+def _closes(line: str, fence: tuple[str, int]) -> bool:
+    match = _FENCE.match(line)
+    return bool(
+        match
+        and match.group(2)[0] == fence[0]
+        and len(match.group(2)) >= fence[1]
+        and not match.group(3).strip()
+    )
+
+
+def _scan_blocks(lines: tuple[str, ...], start: int, end: int) -> tuple[CodeBlock, ...]:
+    blocks: list[CodeBlock] = []
+    i = start
+    while i < end:
+        inner = unquote(lines[i])
+        match = _FENCE.match(inner)
+        if not match or (match.group(2)[0] == "`" and "`" in match.group(3)):
+            i += 1
+            continue
+        fence = (match.group(2)[0], len(match.group(2)))
+        indent = len(match.group(1))
+        j = i + 1
+        content: list[str] = []
+        while j < end and not _closes(unquote(lines[j]), fence):
+            text = unquote(lines[j])
+            strip = min(indent, len(text) - len(text.lstrip(" ")))
+            content.append(text[strip:])
+            j += 1
+        blocks.append(
+            CodeBlock(
+                info=match.group(3).strip(),
+                content="\n".join(content),
+                fence_line=i,
+                first_line=i + 1,
+                closed=j < end,
+            )
+        )
+        i = j + 1
+    return tuple(blocks)

@@ -1,0 +1,176 @@
+"""Running a plan: each measure as soon as its inputs are known, independent ones at once.
+
+The runner knows nothing of files. It takes the plan, the values of ``answer`` and
+``query``, and the two effects a measure can have (the model and the sandbox), and
+reports each outcome as it arrives. A measure whose input failed is skipped and says
+which input; every other measure still runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from vaultd.errors import MeasureError
+from vaultd.graph import Plan
+from vaultd.measures import Measure
+from vaultd.model import Model, ModelRequest
+from vaultd.render import Failure, Outcome, Skipped, Success
+from vaultd.reply import read_reply
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
+
+
+class Sandbox(Protocol):
+    def run(self, logic: str, input: Any, params: Mapping[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model and how many tokens, when the measure does not say."""
+
+    model: str
+    max_tokens: int
+
+
+@dataclass
+class Effects:
+    """The edges a measure reaches: the model, the sandbox, and the threads to wait on them."""
+
+    model: Model
+    sandbox: Sandbox
+    executor: Executor
+    model_slots: threading.Semaphore  # requests in flight to the model, shared by all notes
+
+
+def evaluate(
+    measure: Measure, value: Any, effects: Effects, choice: ModelChoice
+) -> Outcome:
+    """One measure over its input value. Never raises for the measure's own failures."""
+    try:
+        if measure.type == "programmatic":
+            assert measure.logic is not None
+            return Success(effects.sandbox.run(measure.logic, value, measure.params))
+        return _ask(measure, value, effects, choice)
+    except MeasureError as exc:
+        return Failure(str(exc))
+
+
+def _ask(measure: Measure, value: Any, effects: Effects, choice: ModelChoice) -> Outcome:
+    assert measure.prompt is not None
+    max_tokens = measure.max_tokens or choice.max_tokens
+    request = ModelRequest(
+        model=measure.model or choice.model,
+        max_tokens=max_tokens,
+        prompt=fill_placeholders(measure.prompt, measure.params),
+        context=as_context(value),
+    )
+    with effects.model_slots:
+        reply = effects.model.complete(request)
+    if reply.stop_reason == "max_tokens":
+        return Failure(f"the reply was cut off at max_tokens ({max_tokens}); raise max_tokens")
+    if not reply.text.strip():
+        return Failure("the model returned an empty reply")
+    reading = read_reply(reply.text)
+    return Success(reading.value, reading.comment)
+
+
+def as_context(value: Any) -> str:
+    """An input value as the model reads it: text as it is, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2)
+
+
+def fill_placeholders(prompt: str, params: Mapping[str, Any]) -> str:
+    """``{{target}}`` (or ``{{params.target}}``) in a prompt becomes that param's value."""
+
+    def value_of(match: re.Match[str]) -> str:
+        current: Any = params
+        for part in match.group(1).removeprefix("params.").split("."):
+            if not isinstance(current, Mapping) or part not in current:
+                return match.group(0)
+            current = current[part]
+        return current if isinstance(current, str) else json.dumps(current, ensure_ascii=False)
+
+    return _PLACEHOLDER.sub(value_of, prompt)
+
+
+def run_plan(
+    plan: Plan,
+    known: Mapping[str, Outcome],
+    effects: Effects,
+    choice: ModelChoice,
+    on_result: Callable[[str, Outcome], None],
+    on_tick: Callable[[], None] = lambda: None,
+    tick: float = 0.1,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, Outcome]:
+    """Run every measure; ``known`` holds the outcomes of ``answer`` and ``query``.
+
+    ``on_result`` is called in this thread as each outcome arrives, ``on_tick`` at least
+    every ``tick`` seconds while measures are running. When ``should_stop`` turns true no
+    new measure starts; the outcomes so far are returned.
+    """
+    outcomes: dict[str, Outcome] = dict(known)
+    waiting = {m.id: set(plan.depends_on[m.id]) for m in plan.measures}
+    running: dict[Future[Outcome], str] = {}
+
+    def settle(measure_id: str, outcome: Outcome) -> None:
+        outcomes[measure_id] = outcome
+        on_result(measure_id, outcome)
+        for other in plan.dependents[measure_id]:
+            waiting[other].discard(measure_id)
+
+    def start_ready() -> None:
+        progressed = True
+        while progressed and not should_stop():
+            progressed = False
+            for measure in plan.measures:
+                if measure.id in outcomes or measure.id in running.values():
+                    continue
+                if waiting[measure.id]:
+                    continue
+                problem = _failed_input(measure, outcomes)
+                if problem:
+                    settle(measure.id, Skipped(problem))
+                    progressed = True
+                    continue
+                value = _input_value(measure, outcomes)
+                future = effects.executor.submit(evaluate, measure, value, effects, choice)
+                running[future] = measure.id
+
+    start_ready()
+    while running:
+        done, _ = wait(running, timeout=tick, return_when=FIRST_COMPLETED)
+        for future in done:
+            measure_id = running.pop(future)
+            try:
+                outcome = future.result()
+            except Exception as exc:  # a bug, not a measure failure: still only this measure
+                outcome = Failure(f"internal error: {type(exc).__name__}: {exc}")
+            settle(measure_id, outcome)
+        on_tick()
+        start_ready()
+    return {m.id: outcomes[m.id] for m in plan.measures if m.id in outcomes}
+
+
+def _failed_input(measure: Measure, outcomes: Mapping[str, Outcome]) -> str | None:
+    for name in measure.input:
+        outcome = outcomes.get(name)
+        if isinstance(outcome, Failure):
+            return f"input `{name}` failed"
+        if isinstance(outcome, Skipped):
+            return f"input `{name}` was skipped"
+        if outcome is None:
+            return f"input `{name}` has no value"
+    return None
+
+
+def _input_value(measure: Measure, outcomes: Mapping[str, Outcome]) -> Any:
+    values = [outcomes[name] for name in measure.input]
+    plain = [o.value if isinstance(o, Success) else None for o in values]
+    return plain if measure.input_is_list else plain[0]

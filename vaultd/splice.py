@@ -1,0 +1,199 @@
+"""Splicing: vaultd's parts put into the text the user has now. Pure: text in, text out.
+
+vaultd owns its frontmatter properties (``Status``'s value, ``Error``, ``Evaluated``), an
+answer callout it generated, the evaluation pairs, and its ``[!error]`` callout. Every
+other line is copied through untouched, line ending and all. New lines take the note's
+dominant line ending; a note that ended without a final newline still does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from vaultd.note import Callout, Note, is_blank, is_thematic_break, line_ending, strip_eol
+from vaultd.render import ERROR_TITLE, code_callout
+
+_TRAILING_COMMENT = re.compile(r"\s+#.*$")
+
+Lines = list[str]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What vaultd wants the note to say. ``None`` leaves that part as it is."""
+
+    status: str | None = None
+    properties: dict[str, str | None] = field(default_factory=dict)  # YAML text; None removes
+    answer: str | None = None
+    results: Lines | None = None
+    error: Lines | None = None
+    clear_error: bool = False
+
+
+@dataclass(frozen=True)
+class _Edit:
+    start: int
+    end: int
+    lines: Lines  # without endings
+
+
+def apply(note: Note, changes: Changes) -> str:
+    """The note's text with ``changes`` made, and nothing else changed."""
+    edits: list[_Edit] = []
+    appends: list[Lines] = []
+    if note.frontmatter:
+        edits.extend(_property_edits(note, changes))
+    if changes.answer is not None:
+        edits.extend(_answer_edits(note, changes.answer, appends))
+    if changes.results is not None:
+        edits.extend(_replace_units(note, _evaluation_units(note), changes.results, appends))
+    if changes.error is not None or changes.clear_error:
+        edits.extend(_replace_units(note, _error_units(note), changes.error, appends))
+    return _render(note, edits, appends)
+
+
+def _render(note: Note, edits: list[_Edit], appends: list[Lines]) -> str:
+    lines = list(note.lines)
+    newline = note.newline
+    ends_open = bool(lines) and not line_ending(lines[-1])  # no final newline
+    if appends:
+        block: Lines = []
+        for part in appends:
+            block.extend(["", *part])
+        edits.append(_Edit(len(lines), len(lines), block))
+    for edit in sorted(edits, key=lambda e: (e.start, e.end), reverse=True):
+        new = [line + newline for line in edit.lines]
+        if edit.end == len(lines) and ends_open and new:
+            new[-1] = new[-1][: -len(newline)]
+            if edit.start == len(lines) and lines:
+                lines[-1] += newline
+        elif edit.end == len(lines) and ends_open and not new and edit.start > 0:
+            lines[edit.start - 1] = strip_eol(lines[edit.start - 1])
+        lines[edit.start : edit.end] = new
+    return "".join(lines)
+
+
+# -- frontmatter -----------------------------------------------------------------------
+
+
+def _property_edits(note: Note, changes: Changes) -> list[_Edit]:
+    assert note.frontmatter
+    wanted: dict[str, str | None] = dict(changes.properties)
+    if changes.status is not None:
+        wanted["Status"] = changes.status
+    edits: list[_Edit] = []
+    added: Lines = []
+    for key, value in wanted.items():
+        prop = note.frontmatter.get(key)
+        if prop is None:
+            if value is not None:
+                added.append(f"{key}: {value}")
+            continue
+        if value is None:
+            edits.append(_Edit(prop.start, prop.end, []))
+            continue
+        line = strip_eol(note.lines[prop.start])
+        head = line[: len(line) - len(prop.raw_value)] if prop.raw_value else line + " "
+        comment = _TRAILING_COMMENT.search(prop.raw_value)
+        tail = comment.group(0) if comment and not prop.raw_value.startswith(("'", '"')) else ""
+        edits.append(_Edit(prop.start, prop.end, [head + value + tail]))
+    if added:
+        closing = note.frontmatter.end - 1
+        edits.append(_Edit(closing, closing, added))
+    return edits
+
+
+# -- the answer ------------------------------------------------------------------------
+
+
+def _answer_edits(note: Note, answer: str, appends: list[Lines]) -> list[_Edit]:
+    existing = note.first("answer")
+    if existing is not None:
+        head = strip_eol(note.lines[existing.start])
+        return [_Edit(existing.start, existing.end, code_callout(head, "answer-text", answer))]
+    query = note.first("query")
+    block = ["***", "", *code_callout("> [!answer]", "answer-text", answer)]
+    if query is None:
+        appends.append(block)
+        return []
+    return [_Edit(query.end, query.end, ["", *block])]
+
+
+# -- owned units: evaluation pairs and the error callout ------------------------------
+
+
+def _evaluation_units(note: Note) -> list[tuple[int, int]]:
+    """Line ranges of every evaluation pair, each with the ``***`` that leads it."""
+    units: list[tuple[int, int]] = []
+    callouts = note.callouts
+    skip: set[int] = set()
+    for index, callout in enumerate(callouts):
+        if index in skip or callout.kind not in ("evaluation", "evaluation-result"):
+            continue
+        end = callout.end
+        nxt = callouts[index + 1] if index + 1 < len(callouts) else None
+        if (
+            callout.kind == "evaluation"
+            and nxt is not None
+            and nxt.kind == "evaluation-result"
+            and all(is_blank(note.lines[i]) for i in range(callout.end, nxt.start))
+        ):
+            end = nxt.end
+            skip.add(index + 1)
+        units.append((_lead_in(note, callout), end))
+    return units
+
+
+def _error_units(note: Note) -> list[tuple[int, int]]:
+    return [
+        (_lead_in(note, c), c.end)
+        for c in note.callouts
+        if c.kind == "error" and c.title.startswith(ERROR_TITLE)
+    ]
+
+
+def _lead_in(note: Note, callout: Callout) -> int:
+    """The start of a unit: the callout, or the ``***`` just before it (blank lines between)."""
+    i = callout.start - 1
+    while i >= 0 and is_blank(note.lines[i]):
+        i -= 1
+    if i >= 0 and is_thematic_break(note.lines[i]) and i >= _body_start(note):
+        return i
+    return callout.start
+
+
+def _body_start(note: Note) -> int:
+    return note.frontmatter.end if note.frontmatter else 0
+
+
+def _replace_units(
+    note: Note, units: list[tuple[int, int]], block: Lines | None, appends: list[Lines]
+) -> list[_Edit]:
+    """Put ``block`` where the first unit stands and remove the rest; none: append it."""
+    if not units:
+        if block:
+            appends.append(block)
+        return []
+    regions = _merge(note, units)
+    edits: list[_Edit] = []
+    for number, (start, end) in enumerate(regions):
+        if number == 0 and block:
+            edits.append(_Edit(start, end, block))
+        else:
+            # a removed unit takes the blank lines before it along
+            while start > _body_start(note) and is_blank(note.lines[start - 1]):
+                start -= 1
+            edits.append(_Edit(start, end, []))
+    return edits
+
+
+def _merge(note: Note, units: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Units with only blank lines between them, joined into one region."""
+    regions: list[tuple[int, int]] = []
+    for start, end in sorted(units):
+        if regions and all(is_blank(note.lines[i]) for i in range(regions[-1][1], start)):
+            regions[-1] = (regions[-1][0], end)
+        else:
+            regions.append((start, end))
+    return regions

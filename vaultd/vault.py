@@ -1,0 +1,47 @@
+"""The vault: which files are notes.
+
+A note is a ``*.md`` file inside the vault, outside ``.obsidian/``, ``.trash/``, ``.git/``,
+``.vaultd/`` and every other dot-folder. Symlinked folders are not followed, so a walk
+never leaves the vault.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def is_note_path(vault: Path, path: Path) -> bool:
+    """Whether ``path`` (inside ``vault``) names a note by its place and name."""
+    try:
+        parts = path.relative_to(vault).parts
+    except ValueError:
+        return False
+    if not parts or not parts[-1].lower().endswith(".md"):
+        return False
+    return not any(part.startswith(".") for part in parts)
+
+
+def iter_notes(vault: Path) -> Iterator[Path]:
+    """Every note in the vault, folder by folder in name order."""
+    stack = [vault]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                items = sorted(entries, key=lambda e: e.name)
+        except OSError:
+            continue
+        subfolders = []
+        for entry in items:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append(Path(entry.path))
+                elif entry.name.lower().endswith(".md") and entry.is_file(follow_symlinks=False):
+                    yield Path(entry.path)
+            except OSError:
+                continue
+        stack.extend(reversed(subfolders))

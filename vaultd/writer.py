@@ -1,0 +1,486 @@
+"""Crash-safe, in-place rewriting of notes.
+
+Obsidian, Dataview and Bases show a note's creation time, and replacing a file by rename
+(write a temp file, ``os.replace``) gives it a new inode and so a new creation time. vaultd
+therefore rewrites notes *in place* (same inode, same mode), and makes that safe with a
+journal under ``VAULT/.vaultd/journal/``:
+
+1. re-read the note and compare it with what the caller expects (compare-and-write);
+2. record the relative path, the old bytes and the new bytes in a journal entry (written to a
+   temp file, fsynced, renamed into place, directory fsynced);
+3. rewrite the note in place: open without ``O_TRUNC``, write every new byte from offset 0,
+   ``ftruncate`` to the new length, fsync;
+4. remove the journal entry.
+
+After a crash at any moment, :meth:`Writer.recover` (run at start) finds the entry and
+completes the write when the note holds the old bytes or a torn mix of old and new, so a note
+is always either the old content or the new content. If the note holds anything else, the
+user edited it while vaultd was down, and it is left alone.
+
+Test hook: when the environment variable ``VAULTD_CRASH_AT`` is set (read at call time) to one
+of ``after_journal``, ``mid_write`` (write only the first half of the new bytes),
+``before_truncate`` or ``before_clear``, :meth:`Writer.write` calls ``os._exit(70)`` at that
+point. It exists only so that tests can crash a real process mid-write.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import stat
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from vaultd.errors import WriteConflict, WriteError
+
+__all__ = ["CRASH_EXIT_CODE", "CRASH_POINTS", "Outcome", "Recovery", "Writer"]
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["completed", "already_done", "left_alone", "missing", "bad_entry"]
+
+#: Environment variable naming the point at which :meth:`Writer.write` dies (test hook).
+CRASH_ENV = "VAULTD_CRASH_AT"
+CRASH_POINTS = ("after_journal", "mid_write", "before_truncate", "before_clear")
+CRASH_EXIT_CODE = 70
+
+BLOCK = 4096
+_ENTRY_VERSION = 1
+_ENTRY_SUFFIX = ".json"
+_TEMP_SUFFIX = ".tmp"
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What :meth:`Writer.recover` did with one journal entry.
+
+    ``path`` is the note (``vault / relative path``), or the journal file itself for a
+    ``bad_entry``.
+    """
+
+    path: Path
+    outcome: Outcome
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Entry:
+    rel: str
+    old: bytes
+    new: bytes
+
+
+class _BadEntry(Exception):
+    """A journal entry that cannot be used; the message says why."""
+
+
+class Writer:
+    """Rewrites notes of one vault in place, crash-safely (see the module docstring)."""
+
+    def __init__(self, vault: Path) -> None:
+        self.vault = Path(vault)
+        self.journal_dir = self.vault / ".vaultd" / "journal"
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ write
+
+    def write(self, path: Path, expected: bytes, new: bytes) -> None:
+        """Replace the note's bytes ``expected`` by ``new``, in place.
+
+        ``path`` is absolute or relative to the vault. Raises :class:`WriteConflict` (and
+        writes nothing) if the note no longer holds ``expected`` (``current`` is ``None`` if it
+        vanished); :class:`WriteError` if the note cannot be written (outside the vault,
+        through a symlink leading out of the vault, not a regular file, an OS error, the
+        journal cannot be written). Does nothing if ``expected == new`` and the note matches.
+        The note is never created.
+        """
+        with self._lock:
+            self._write(Path(path), bytes(expected), bytes(new))
+
+    def _write(self, path: Path, expected: bytes, new: bytes) -> None:
+        vault_real, real, rel = self._locate(path)
+        try:
+            st = os.lstat(real)
+        except FileNotFoundError:
+            raise WriteConflict(None) from None
+        except OSError as exc:
+            raise _os_error(path, exc) from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise WriteError(f"{path}: not a regular file")
+
+        try:
+            fd = os.open(real, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise WriteConflict(None) from None
+        except OSError as exc:
+            raise _os_error(path, exc) from exc
+        try:
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise WriteError(f"{path}: not a regular file")
+                current = _read_all(fd)
+            except OSError as exc:
+                raise _os_error(path, exc) from exc
+            if current != expected:
+                raise WriteConflict(current)
+            if expected == new:
+                return
+
+            entry = self._journal(path, vault_real, rel, expected, new)
+
+            # The journal fsync takes a moment: look again, right before touching the note.
+            try:
+                current = _read_all(fd)
+            except OSError as exc:
+                self._clear(entry)
+                raise _os_error(path, exc) from exc
+            if current != expected:
+                self._clear(entry)
+                raise WriteConflict(current)
+            _crash_point("after_journal")
+
+            try:
+                _rewrite(fd, new, crash_hooks=True)
+            except OSError as exc:
+                self._restore_or_keep(path, fd, expected, entry)
+                raise _os_error(path, exc) from exc
+            _crash_point("before_clear")
+            self._clear(entry)
+        finally:
+            os.close(fd)
+
+    def _locate(self, path: Path) -> tuple[Path, Path, str]:
+        """(vault's real path, note's real path, note's path relative to the vault)."""
+        vault_real = Path(os.path.realpath(self.vault))
+        full = path if path.is_absolute() else self.vault / path
+        real = Path(os.path.realpath(full))
+        if real == vault_real or not real.is_relative_to(vault_real):
+            if real != Path(os.path.abspath(full)):
+                raise WriteError(f"{path}: resolves to {real}, outside the vault {vault_real}")
+            raise WriteError(f"{path}: not inside the vault {vault_real}")
+        if real.is_relative_to(vault_real / ".vaultd"):
+            raise WriteError(f"{path}: is inside vaultd's own directory")
+        return vault_real, real, real.relative_to(vault_real).as_posix()
+
+    def _journal(self, path: Path, vault_real: Path, rel: str, old: bytes, new: bytes) -> Path:
+        """Durably record the write; returns the entry's path. The note is not touched."""
+        jdir = vault_real / ".vaultd" / "journal"
+        name = _entry_name(rel)
+        entry = jdir / name
+        temp = jdir / f".{name}.{secrets.token_hex(8)}{_TEMP_SUFFIX}"
+        data = _encode_entry(rel, old, new)
+        try:
+            _ensure_dir(jdir)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+                _pwrite_all(fd, data)
+                _fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, entry)
+            _fsync_dir(jdir)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise WriteError(
+                f"{path}: cannot write the journal in {jdir}: {exc.strerror or exc}"
+            ) from exc
+        return entry
+
+    def _restore_or_keep(self, path: Path, fd: int, old: bytes, entry: Path) -> None:
+        """The in-place write failed: put the old bytes back, or leave the entry for recover()."""
+        try:
+            _rewrite(fd, old, crash_hooks=False)
+        except OSError as exc:
+            log.error(
+                "%s: could not restore the old content (%s); the journal entry %s is kept "
+                "so that recover() completes the write",
+                path,
+                exc.strerror or exc,
+                entry,
+            )
+            return
+        self._clear(entry)
+
+    def _clear(self, entry: Path) -> None:
+        """Remove a journal entry. Failing is harmless (recover() finds the note up to date)."""
+        try:
+            os.unlink(entry)
+            _fsync_dir(entry.parent)
+        except OSError as exc:
+            log.warning("could not remove journal entry %s: %s", entry, exc.strerror or exc)
+
+    # ---------------------------------------------------------------- recover
+
+    def recover(self) -> list[Recovery]:
+        """Finish or discard every write left in the journal by a crash; report each entry."""
+        with self._lock:
+            return self._recover()
+
+    def _recover(self) -> list[Recovery]:
+        jdir = self.journal_dir
+        try:
+            names = sorted(os.listdir(jdir))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise WriteError(f"{jdir}: {exc.strerror or exc}") from exc
+        vault_real = Path(os.path.realpath(self.vault))
+        results: list[Recovery] = []
+        for name in names:
+            entry_path = jdir / name
+            if name.startswith(".") and name.endswith(_TEMP_SUFFIX):
+                # A crash while journaling: the note was never touched.
+                _remove(entry_path)
+                continue
+            try:
+                entry = _read_entry(entry_path)
+            except _BadEntry as exc:
+                results.append(Recovery(entry_path, "bad_entry", str(exc)))
+                _remove(entry_path)
+                continue
+            outcome, detail, keep = self._recover_one(vault_real, entry)
+            results.append(Recovery(self.vault / entry.rel, outcome, detail))
+            if not keep:
+                _remove(entry_path)
+        with contextlib.suppress(OSError):
+            _fsync_dir(jdir)
+        return results
+
+    def _recover_one(self, vault_real: Path, entry: _Entry) -> tuple[Outcome, str, bool]:
+        """(outcome, detail, keep the entry) for one valid entry."""
+        full = vault_real / entry.rel
+        real = Path(os.path.realpath(full))
+        if not real.is_relative_to(vault_real):
+            return "left_alone", "the path now leads outside the vault; not followed", False
+        try:
+            fd = os.open(full, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return "missing", "the note no longer exists", False
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR):
+                return "left_alone", "the path is no longer a regular file", False
+            return "left_alone", f"cannot open: {exc.strerror}; entry kept for a retry", True
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return "left_alone", "the path is no longer a regular file", False
+            current = _read_all(fd)
+            if current == entry.new:
+                return "already_done", "the note already holds the new content", False
+            if current == entry.old:
+                how = "the note held the old content"
+            elif _is_torn(current, entry.old, entry.new):
+                how = "the note was torn between old and new content"
+            else:
+                return (
+                    "left_alone",
+                    "the note was edited after the write began; left as it is",
+                    False,
+                )
+            _rewrite(fd, entry.new, crash_hooks=False)
+            return "completed", f"{how}; wrote the new content", False
+        except OSError as exc:
+            return "left_alone", f"cannot rewrite: {exc.strerror}; entry kept for a retry", True
+        finally:
+            os.close(fd)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _crash_point(point: str) -> None:
+    """Test hook: die here if ``VAULTD_CRASH_AT`` names this point."""
+    if os.environ.get(CRASH_ENV) == point:
+        os._exit(CRASH_EXIT_CODE)
+
+
+def _rewrite(fd: int, data: bytes, *, crash_hooks: bool) -> None:
+    """Write ``data`` over the file from offset 0, truncate to its length, fsync."""
+    if crash_hooks and os.environ.get(CRASH_ENV) == "mid_write":
+        _pwrite_all(fd, data[: len(data) // 2])
+        os._exit(CRASH_EXIT_CODE)
+    _pwrite_all(fd, data)
+    if crash_hooks:
+        _crash_point("before_truncate")
+    os.ftruncate(fd, len(data))
+    _fsync(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    offset = 0
+    while chunk := os.pread(fd, _READ_CHUNK, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _pwrite_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    offset = 0
+    while offset < len(view):
+        n = os.pwrite(fd, view[offset:], offset)
+        if n <= 0:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        offset += n
+
+
+def _fsync(fd: int) -> None:
+    """fsync; on macOS, F_FULLFSYNC, since plain fsync there does not reach the disk."""
+    full_fsync: int | None = getattr(fcntl, "F_FULLFSYNC", None)
+    if sys.platform == "darwin" and full_fsync is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, full_fsync)
+            return
+    os.fsync(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ensure_dir(path: Path) -> None:
+    """Create ``path`` and its parent (``.vaultd``) with mode 0o700 if missing, durably."""
+    for directory in (path.parent, path):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise NotADirectoryError(
+                    errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory)
+                ) from None
+            continue
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+        _fsync_dir(directory.parent)
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except IsADirectoryError:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+    except OSError as exc:
+        log.warning("could not remove journal entry %s: %s", path, exc.strerror or exc)
+
+
+def _os_error(path: Path, exc: OSError) -> WriteError:
+    return WriteError(f"{path}: {exc.strerror or exc}")
+
+
+def _entry_name(rel: str) -> str:
+    return hashlib.sha256(os.fsencode(rel)).hexdigest() + _ENTRY_SUFFIX
+
+
+def _checksum(rel: str, old: bytes, new: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in (os.fsencode(rel), old, new):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _encode_entry(rel: str, old: bytes, new: bytes) -> bytes:
+    doc = {
+        "version": _ENTRY_VERSION,
+        "path": rel,
+        "old": base64.b64encode(old).decode("ascii"),
+        "new": base64.b64encode(new).decode("ascii"),
+        "sha256": _checksum(rel, old, new),
+    }
+    return json.dumps(doc, ensure_ascii=True).encode("ascii")
+
+
+def _read_entry(path: Path) -> _Entry:
+    """Parse and validate a journal entry; :class:`_BadEntry` says what is wrong with it."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _BadEntry("not a regular file")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise _BadEntry(f"unreadable: {exc.strerror or exc}") from exc
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise _BadEntry("not valid JSON") from exc
+    if not isinstance(doc, dict) or doc.get("version") != _ENTRY_VERSION:
+        raise _BadEntry("not a vaultd journal entry (version 1)")
+    rel, old_b64, new_b64, check = (doc.get(k) for k in ("path", "old", "new", "sha256"))
+    if not (
+        isinstance(rel, str)
+        and isinstance(old_b64, str)
+        and isinstance(new_b64, str)
+        and isinstance(check, str)
+    ):
+        raise _BadEntry("missing or mistyped fields")
+    try:
+        old = base64.b64decode(old_b64, validate=True)
+        new = base64.b64decode(new_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _BadEntry("content is not valid base64") from exc
+    try:
+        if check != _checksum(rel, old, new):
+            raise _BadEntry("checksum mismatch")
+    except UnicodeError as exc:
+        raise _BadEntry("path is not encodable") from exc
+    pure = PurePosixPath(rel)
+    if not rel or pure.is_absolute() or ".." in pure.parts or pure.parts[:1] == (".vaultd",):
+        raise _BadEntry(f"unsafe note path {rel!r}")
+    if path.name != _entry_name(rel):
+        raise _BadEntry("file name does not match the note path")
+    return _Entry(rel, old, new)
+
+
+def _is_torn(current: bytes, old: bytes, new: bytes) -> bool:
+    """Whether ``current`` is a mix of ``old`` and ``new`` that an interrupted write can leave.
+
+    The length must be ``len(old)``, ``len(new)``, their maximum, or lie between ``len(old)``
+    and a larger ``len(new)`` (a growing write cut short). Every 4096-byte block of
+    ``current`` must equal the same byte range of ``old`` or of ``new`` (a write cut short at
+    a page, a missing or early truncate, out-of-order page writeback), except that one block
+    may be cut: new bytes up to some offset, old bytes after it (a write cut short mid-page).
+    """
+    size = len(current)
+    lo, hi = len(old), len(new)
+    if size not in (lo, hi, max(lo, hi)) and not lo < size < hi:
+        return False
+    cut_seen = False
+    for start in range(0, size, BLOCK):
+        block = current[start : start + BLOCK]
+        end = start + len(block)
+        old_part, new_part = old[start:end], new[start:end]
+        if block in (old_part, new_part):
+            continue
+        if cut_seen or not _is_cut(block, old_part, new_part):
+            return False
+        cut_seen = True
+    return True
+
+
+def _is_cut(block: bytes, old_part: bytes, new_part: bytes) -> bool:
+    """Whether ``block == new_part[:k] + old_part[k:]`` for some ``k``."""
+    if len(old_part) != len(block):
+        return False
+    k = 0
+    limit = len(new_part)
+    while k < limit and block[k] == new_part[k]:
+        k += 1
+    return block[k:] == old_part[k:]

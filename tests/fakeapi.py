@@ -378,6 +378,12 @@ class FakeMessagesAPI:
         with self._lock:
             self._rules.append((contains, reply))
 
+    def clear_rules(self) -> None:
+        """Forget every rule (and scripted reply): the next requests get ``default``."""
+        with self._lock:
+            self._rules.clear()
+            self._script.clear()
+
     def script(self, replies: Iterable[Reply | str]) -> None:
         """Answer the next message requests with ``replies`` in order, before the responder."""
         with self._lock:

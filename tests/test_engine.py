@@ -41,7 +41,7 @@ def test_seed_note_end_to_end(vault: Path, api: FakeMessagesAPI,
     assert "\nEvaluated: " in after.split("\n---\n")[0]
     assert len(api.message_requests()) == 2
     for request in api.message_requests():
-        assert "resistant to first-line" not in request.text  # the query is not the context
+        assert "My Sezary Syndrome" not in request.text  # the query is not the context
         assert "Mogamulizumab (Poteligeo)" in request.text  # the answer is
 
 
@@ -153,7 +153,7 @@ def test_generated_answer_is_written_after_the_query(
         "> ```measures-yaml\n> - id: length\n>   type: programmatic\n"
         ">   logic: return input.split(' ').length;\n> ```\n\n***\n\n"
         "> [!evaluation]\n> ```evaluation-yaml\n> - measure: \"length\"\n>   type: programmatic\n"
-        "> ```\n\n> [!evaluation-result]\n> ```evaluation-result-text\n> 6\n> ```\n"
+        "> ```\n\n> [!evaluation-result]\n> ```evaluation-result-text\n> 4\n> ```\n"
     )
     (request,) = api.message_requests()
     assert request.max_tokens == 4096 and "Which drugs treat" in request.text
@@ -237,8 +237,8 @@ def test_javascript_failures_are_measure_errors(
         "* ---", "  * id: after", "  * type: programmatic", "  * input: spin",
         "  * logic: return input",
         "* ---", "  * id: broken", "  * type: programmatic", "  * logic: 'return ('",
-        "* ---", "  * id: fine", "  * type: programmatic", "  * input: [answer, query]",
-        "  * logic: return input[1]",
+        "* ---", "  * id: fine", "  * type: programmatic", "  * input: [answer, answer]",
+        "  * logic: return input.length",
     ]), encoding="utf-8")
     (vault / ".vaultd").mkdir()
     (vault / ".vaultd" / "config.toml").write_text("js_time_limit = 0.5\n", encoding="utf-8")
@@ -252,7 +252,7 @@ def test_javascript_failures_are_measure_errors(
         "Error: time limit exceeded (0.5 s)",
         "Skipped: input `spin` failed",
         "Error: SyntaxError: unexpected token in expression: '}'",
-        "null",
+        "2",
     ]
     assert "Status: Error" in text
 

@@ -8,22 +8,45 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
-from vaultd import __version__, config
+from vaultd import __version__, config, service
+from vaultd.daemon import run_daemon
 from vaultd.engine import NoteResult, check_note, read_note
 from vaultd.errors import ConfigError, FormatError, NoteReadError, VaultdError
-from vaultd.model import NO_KEY
 from vaultd.services import open_services
+from vaultd.status import format_status, vault_status
 from vaultd.vault import iter_notes
 
 log = logging.getLogger("vaultd")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+# syslog priorities: journald reads a "<N>" prefix on each stderr line as the level
+_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_PRIORITY.get(record.levelname, 6)}>{super().format(record)}"
+
+
+def configure_logging(level: str) -> None:
+    """Logs go to stderr: with a level prefix journald understands when run by systemd."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("vaultd")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaultd", description="Evaluate AI answers kept in Obsidian notes.")
     parser.add_argument("--version", action="version", version=f"vaultd {__version__}")
     parser.add_argument("--log-level", default="WARNING",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        choices=LEVELS,
                         help="how much to log on stderr (default: WARNING)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -51,6 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=int, help="model requests in flight at most")
     run.add_argument("--workers", type=int, help="notes processed at the same time")
 
+    run.add_argument("--log-level", default=argparse.SUPPRESS, choices=LEVELS,
+                     help="how much to log on stderr (default: WARNING)")
+    run.add_argument("--settle", type=float,
+                     help="seconds a note must be quiet before it is read (default 0.5)")
+
+    status = commands.add_parser("status", help="count the vault's notes by status",
+                                 description="Pending, processing, done and error notes, the "
+                                 "last errors, and the running daemon's figures.")
+    status.add_argument("vault", type=Path, metavar="VAULT", help="the vault's folder")
+
+    service = commands.add_parser("service", help="run vaultd as a systemd user service",
+                                  description="Install the systemd user unit for a vault.")
+    actions = service.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    install = actions.add_parser("install", help="write and enable the unit for VAULT",
+                                 description="Write vaultd@.service for the current user and "
+                                 "enable (and start) the instance for VAULT.")
+    install.add_argument("vault", type=Path, metavar="VAULT", help="the vault's folder")
+    install.add_argument("--unit-dir", type=Path,
+                         help="where to write the unit (default ~/.config/systemd/user)")
+    install.add_argument("--no-start", action="store_true",
+                         help="only write the unit; do not enable or start it")
+
     check = commands.add_parser("check", help="validate notes without running anything",
                                 description="Validate notes; problems print as file:line.")
     check.add_argument("paths", type=Path, nargs="+", metavar="PATH",
@@ -61,11 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     try:
         if args.command == "check":
             return check_paths(args.paths, out)
+        if args.command == "status":
+            return status_command(args.vault, out)
+        if args.command == "service":
+            for line in service.install(args.vault, args.unit_dir, start=not args.no_start):
+                print(line, file=out)
+            return EXIT_OK
         return run_command(args, out)
     except ConfigError as exc:
         print(f"vaultd: configuration error:\n{exc}", file=sys.stderr)
@@ -84,19 +134,32 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_USAGE
     settings = config.load(vault, {
         "model": args.model, "answer_model": args.answer_model, "max_tokens": args.max_tokens,
-        "concurrency": args.concurrency, "workers": args.workers,
+        "concurrency": args.concurrency, "workers": args.workers, "settle": args.settle,
     })
     if not args.once:
-        print("vaultd: watching is not available in this version; use --once", file=sys.stderr)
-        return EXIT_USAGE
+        code = run_daemon(vault, settings)
+        # Every note's writes are done; model requests still in flight are not waited for.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return run_once(vault, settings, out)
+
+
+def status_command(vault: Path, out: TextIO) -> int:
+    if not vault.is_dir():
+        print(f"vaultd: {vault}: not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    for line in format_status(vault_status(vault)):
+        print(line, file=out)
+    return EXIT_OK
 
 
 def run_once(vault: Path, settings: config.Settings, out: TextIO) -> int:
     """Process every pending note once; one line per note, then the totals."""
-    with open_services(vault, settings) as services:
-        if not services.has_key:
-            print(f"vaultd: {NO_KEY}: ai measures will end in errors; "
+    with open_services(vault, settings, live_interval=1.0) as services:
+        if services.credentials_problem:
+            print(f"vaultd: {services.credentials_problem}: ai measures will end in errors; "
                   "programmatic ones still run", file=sys.stderr)
         results: list[NoteResult] = []
         with ThreadPoolExecutor(settings.workers, thread_name_prefix="vaultd-note") as pool:

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from vaultd.errors import (
 )
 from vaultd.graph import Plan, plan
 from vaultd.measures import Measure, parse_measures
-from vaultd.model import ModelRequest
+from vaultd.model import ModelReply, ModelRequest
 from vaultd.note import Note, decode, parse
 from vaultd.render import (
     Failure,
@@ -226,7 +227,11 @@ class Engine:
             known["query"] = Success(checked.query)
         answer = checked.answer
         if answer is None or not answer.strip():
-            known["answer"] = self._generate_answer(session, checked.query or "", overrides)
+            known["answer"] = self._generate_answer(session, checked.query or "", overrides,
+                                                    should_stop)
+            if known["answer"] is None:  # stopped while the model was writing it
+                session.commit(Changes(status="Pending"))
+                return NoteResult(path, "left_alone", "stopped before it finished; left Pending")
         else:
             known["answer"] = Success(answer)
         choice = ModelChoice(
@@ -264,24 +269,33 @@ class Engine:
             return NoteResult(path, "error", summary, len(outcomes), len(failed))
         return NoteResult(path, "done", f"{len(outcomes)} measures", len(outcomes))
 
-    def _generate_answer(self, session: _Session, query: str, overrides: dict[str, Any]
-                         ) -> Outcome:
+    def _generate_answer(self, session: _Session, query: str, overrides: dict[str, Any],
+                         should_stop: Callable[[], bool]) -> Outcome | None:
         request = ModelRequest(
             model=_text_override(overrides, "answer_model") or self.options.answer_model,
             max_tokens=_int_override(overrides, "answer_max_tokens")
             or self.options.answer_max_tokens,
             prompt=query,
         )
-        try:
-            with self.effects.model_slots:
-                reply = self.effects.model.complete(request)
-        except MeasureError as exc:
-            return Failure(f"could not generate the answer: {exc}")
+        future = self.effects.executor.submit(self._ask, request)
+        while True:  # waited on here, so that a shutdown need not wait for the model
+            try:
+                reply = future.result(timeout=0.2)
+                break
+            except FutureTimeout:
+                if should_stop():
+                    return None
+            except MeasureError as exc:
+                return Failure(f"could not generate the answer: {exc}")
         if not reply.text.strip():
             return Failure("could not generate the answer: the model returned an empty reply")
         text = reply.text.strip("\r\n")
         session.commit(Changes(answer=text))
         return Success(text)
+
+    def _ask(self, request: ModelRequest) -> ModelReply:
+        with self.effects.model_slots:
+            return self.effects.model.complete(request)
 
     def _final_props(self, error: str | None) -> dict[str, str | None]:
         return {

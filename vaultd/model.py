@@ -42,11 +42,15 @@ class Model(Protocol):
     def complete(self, request: ModelRequest) -> ModelReply: ...
 
 
-def has_credentials() -> bool:
-    """Whether the SDK finds a key, token or profile in this environment."""
-    client = anthropic.Anthropic()
+def credentials_problem() -> str | None:
+    """None when the SDK finds a key, token or profile here; else what is missing or wrong."""
     try:
-        return bool(client.api_key or client.auth_token or client.credentials)
+        client = anthropic.Anthropic()
+    except anthropic.AnthropicError as exc:
+        return f"no usable API credentials: {' '.join(str(exc).split())}"
+    try:
+        found = client.api_key or client.auth_token or client.credentials
+        return None if found else NO_KEY
     finally:
         client.close()
 
@@ -54,8 +58,11 @@ def has_credentials() -> bool:
 class NoKeyModel:
     """Stands in when there is no API key: every request fails with the same clear line."""
 
+    def __init__(self, problem: str = NO_KEY) -> None:
+        self.problem = problem
+
     def complete(self, request: ModelRequest) -> ModelReply:
-        raise ModelError(NO_KEY)
+        raise ModelError(self.problem)
 
 
 class AnthropicModel:

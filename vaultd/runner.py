@@ -154,6 +154,8 @@ def run_plan(
                 outcome = Failure(f"internal error: {type(exc).__name__}: {exc}")
             settle(measure_id, outcome)
         on_tick()
+        if should_stop():  # what is still running is abandoned; its note is left for later
+            break
         start_ready()
     return {m.id: outcomes[m.id] for m in plan.measures if m.id in outcomes}
 

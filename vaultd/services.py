@@ -7,8 +7,9 @@ the only parts of vaultd that touch the world; this is where they are made.
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from vaultd.config import Settings
 from vaultd.engine import Engine, EngineOptions
-from vaultd.model import AnthropicModel, Model, NoKeyModel, has_credentials
+from vaultd.model import AnthropicModel, Model, NoKeyModel, credentials_problem
 from vaultd.runner import Effects
 from vaultd.sandbox import Sandbox, SandboxLimits
 from vaultd.writer import Recovery, Writer
@@ -28,22 +29,31 @@ log = logging.getLogger("vaultd.services")
 class Services:
     engine: Engine
     writer: Writer
-    has_key: bool
+    credentials_problem: str | None  # None: the model can be asked
     recovered: list[Recovery]
 
 
 @contextmanager
-def open_services(vault: Path, settings: Settings) -> Iterator[Services]:
-    """Everything the engine needs for ``vault``; the journal is recovered first."""
-    writer = Writer(vault)
+def open_services(
+    vault: Path,
+    settings: Settings,
+    on_written: Callable[[Path, os.stat_result], None] | None = None,
+    live_interval: float = 0.25,
+) -> Iterator[Services]:
+    """Everything the engine needs for ``vault``; the journal is recovered first.
+
+    On leaving, model requests still in flight are not waited for: every note's own
+    thread has finished its writes by then.
+    """
+    writer = Writer(vault, on_written=on_written)
     recovered = writer.recover()
     for item in recovered:
         log.warning("journal: %s: %s %s", item.path, item.outcome, item.detail)
-    has_key = has_credentials()
+    problem = credentials_problem()
     model: Model = (
-        AnthropicModel(max_retries=settings.model_retries, timeout=settings.model_timeout)
-        if has_key
-        else NoKeyModel()
+        NoKeyModel(problem)
+        if problem
+        else AnthropicModel(max_retries=settings.model_retries, timeout=settings.model_timeout)
     )
     sandbox = Sandbox(
         workers=settings.js_workers,
@@ -68,11 +78,12 @@ def open_services(vault: Path, settings: Settings) -> Iterator[Services]:
         max_tokens=settings.max_tokens,
         answer_max_tokens=settings.answer_max_tokens,
         max_note_bytes=settings.max_note_bytes,
+        live_interval=live_interval,
     )
     try:
-        yield Services(Engine(effects, writer, options), writer, has_key, recovered)
+        yield Services(Engine(effects, writer, options), writer, problem, recovered)
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown(wait=False, cancel_futures=True)
         sandbox.close()
         if isinstance(model, AnthropicModel):
             model.close()

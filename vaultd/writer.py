@@ -38,6 +38,7 @@ import secrets
 import stat
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -89,8 +90,13 @@ class _BadEntry(Exception):
 class Writer:
     """Rewrites notes of one vault in place, crash-safely (see the module docstring)."""
 
-    def __init__(self, vault: Path) -> None:
+    def __init__(
+        self, vault: Path, on_written: Callable[[Path, os.stat_result], None] | None = None
+    ) -> None:
+        """``on_written(path, stat)`` is told of each write vaultd made (the daemon uses it
+        to tell its own writes from the user's)."""
         self.vault = Path(vault)
+        self.on_written = on_written
         self.journal_dir = self.vault / ".vaultd" / "journal"
         self._lock = threading.Lock()
 
@@ -158,6 +164,8 @@ class Writer:
                 raise _os_error(path, exc) from exc
             _crash_point("before_clear")
             self._clear(entry)
+            if self.on_written is not None:
+                self.on_written(path, os.fstat(fd))
         finally:
             os.close(fd)
 

@@ -1,0 +1,228 @@
+"""The daemon: watch the vault, queue pending notes, process them with a pool of workers.
+
+Start-up: recover the journal, start watching (before the scan, so nothing slips between),
+queue every note that is ``Pending`` or was left ``Processing`` by a run that died, then
+tell systemd ``READY=1``. Signal handlers only set a flag; the main thread does the rest.
+Shutdown stops taking work, lets in-flight writes finish and leaves unfinished notes
+``Pending`` for the next start. A worker thread that dies is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from vaultd.config import Settings
+from vaultd.engine import RUNNABLE, NoteResult
+from vaultd.note import parse, split_lines
+from vaultd.scheduler import NoteQueue
+from vaultd.service import notify, watchdog_interval
+from vaultd.services import Services, open_services
+from vaultd.vault import iter_notes
+from vaultd.watcher import Watcher
+
+log = logging.getLogger("vaultd.daemon")
+
+STATE_FILE = Path(".vaultd") / "daemon.json"
+HEAD_BYTES = 4096  # enough to read a note's frontmatter for the start-up scan
+
+
+@dataclass
+class _Stats:
+    processed: int = 0
+    done: int = 0
+    errors: int = 0
+    last_errors: list[tuple[str, str]] | None = None
+
+
+class Daemon:
+    def __init__(self, vault: Path, settings: Settings) -> None:
+        self.vault = vault.resolve()
+        self.settings = settings
+        self.stop_event = threading.Event()
+        self.queue = NoteQueue(settings.settle, max_wait=max(5.0, settings.settle * 10))
+        self.stats = _Stats(last_errors=[])
+        self._own: dict[Path, tuple[int, int]] = {}  # path -> (size, mtime_ns) vaultd wrote
+        self._own_lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+
+    # -- events -----------------------------------------------------------------------
+
+    def written(self, path: Path, st: os.stat_result) -> None:
+        with self._own_lock:
+            self._own[Path(path)] = (st.st_size, st.st_mtime_ns)
+
+    def changed(self, path: Path) -> None:
+        """A file event: queue the path, unless the file is just as vaultd last wrote it."""
+        try:
+            st = path.stat()
+        except OSError:
+            return
+        with self._own_lock:
+            if self._own.get(path) == (st.st_size, st.st_mtime_ns):
+                return
+            self._own.pop(path, None)
+        self.queue.touch(path)
+
+    def gone(self, path: Path) -> None:
+        with self._own_lock:
+            self._own.pop(path, None)
+        self.queue.forget(path)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        self.stop_event.set()
+
+    def run(self) -> int:
+        with open_services(self.vault, self.settings, on_written=self.written) as services:
+            if services.credentials_problem:
+                log.warning("%s: ai measures will end in errors", services.credentials_problem)
+            watcher = Watcher(self.vault, self.changed, self.gone)
+            watcher.start()
+            try:
+                queued = self.scan()
+                log.info("watching %s; %d notes queued", self.vault, queued)
+                self._start_workers(services)
+                notify("READY=1")
+                notify(f"STATUS=watching; {queued} notes queued")
+                self._main_loop(services)
+            finally:
+                notify("STOPPING=1")
+                watcher.stop()
+                self.queue.close()
+                deadline = time.monotonic() + 10
+                for worker in self._workers:
+                    worker.join(max(0.1, deadline - time.monotonic()))
+                self._write_state(running=False)
+        log.info("stopped")
+        return 0
+
+    def scan(self) -> int:
+        """Queue every note that is Pending, or Processing from a run that died."""
+        count = 0
+        for path in iter_notes(self.vault):
+            if self.stop_event.is_set():
+                break
+            if _needs_run(path):
+                self.queue.touch(path, now=True)
+                count += 1
+        return count
+
+    def _main_loop(self, services: Services) -> None:
+        ping = watchdog_interval()
+        next_ping = time.monotonic()
+        next_state = time.monotonic()
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            if ping is not None and now >= next_ping:
+                notify("WATCHDOG=1")
+                next_ping = now + ping
+            if now >= next_state:
+                self._write_state(running=True)
+                next_state = now + 5
+            for index, worker in enumerate(self._workers):
+                if not worker.is_alive():  # a dead worker is replaced
+                    log.error("worker %s died; starting a new one", worker.name)
+                    self._workers[index] = self._spawn(services, worker.name)
+            self.stop_event.wait(min(1.0, ping or 1.0))
+
+    def _start_workers(self, services: Services) -> None:
+        for number in range(self.settings.workers):
+            self._workers.append(self._spawn(services, f"vaultd-worker-{number}"))
+
+    def _spawn(self, services: Services, name: str) -> threading.Thread:
+        thread = threading.Thread(target=self._work, args=(services,), name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def _work(self, services: Services) -> None:
+        while not self.stop_event.is_set():
+            path = self.queue.take()
+            if path is None:
+                return
+            try:
+                result = services.engine.process(path, should_stop=self.stop_event.is_set)
+                self._record(result)
+            except Exception:
+                log.exception("%s: unexpected failure", path)
+            finally:
+                self.queue.done(path)
+
+    def _record(self, result: NoteResult) -> None:
+        if result.status == "not_pending":
+            return
+        name = _relative(result.path, self.vault)
+        level = logging.INFO if result.status == "done" else logging.WARNING
+        log.log(level, "%s: %s%s", name, result.status,
+                f": {result.summary}" if result.summary else "")
+        self.stats.processed += 1
+        if result.status == "done":
+            self.stats.done += 1
+        elif result.status in ("error", "unreadable"):
+            self.stats.errors += 1
+            assert self.stats.last_errors is not None
+            self.stats.last_errors = [(name, result.summary), *self.stats.last_errors][:10]
+
+    def _write_state(self, running: bool) -> None:
+        """What ``vaultd status`` shows of the running daemon."""
+        state = {
+            "pid": os.getpid(),
+            "running": running,
+            "updated": time.time(),
+            "queued": len(self.queue),
+            "in_progress": self.queue.running,
+            "processed": self.stats.processed,
+            "done": self.stats.done,
+            "errors": self.stats.errors,
+            "last_errors": self.stats.last_errors,
+        }
+        path = self.vault / STATE_FILE
+        try:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state), encoding="utf-8")
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", path, exc)
+
+
+def _needs_run(path: Path) -> bool:
+    """Whether the note's Status is Pending or Processing, read from its head alone."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    except OSError:
+        return False
+    if not head.lstrip(b"\xef\xbb\xbf").startswith(b"---"):
+        return False
+    text = head.decode("utf-8", errors="replace")
+    note = parse(text if len(head) < HEAD_BYTES else "".join(split_lines(text)[:-1]))
+    if note.frontmatter is None and len(head) == HEAD_BYTES:
+        return True  # frontmatter longer than the head: let the engine read it all
+    return (note.status or "").strip().lower() in RUNNABLE
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def run_daemon(vault: Path, settings: Settings) -> int:
+    """``vaultd run VAULT``: until SIGTERM or Ctrl-C, then exit 0."""
+    daemon = Daemon(vault, settings)
+    signal.signal(signal.SIGTERM, daemon.request_stop)
+    signal.signal(signal.SIGINT, daemon.request_stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP: nothing to reload"))
+    return daemon.run()

@@ -387,3 +387,16 @@ def test_crash_mid_write_then_restart_finishes_the_note(vault: Path, no_key: Non
     assert "Status: Done" in text and "> 23\n> ```" in text
     assert text.count("[!evaluation]") == 1
     assert list((vault / ".vaultd" / "journal").iterdir()) == []
+
+
+def test_relative_vault_path(vault: Path, no_key: None, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    (vault / "js.md").write_text(programmatic_note(), encoding="utf-8")
+    monkeypatch.chdir(vault.parent)
+
+    ran = run_cli("run", vault.name, "--once", capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert ran.out.splitlines() == ["done       js.md: 1 measures",
+                                    "vaultd: 1 notes processed: 1 done"]
+    assert "Status: Done" in (vault / "js.md").read_text(encoding="utf-8")

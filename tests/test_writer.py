@@ -255,25 +255,34 @@ def test_unwritable_journal_when_vaultd_is_a_file(vault: Path) -> None:
     assert (vault / ".vaultd").read_bytes() == b"not a directory"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_unwritable_journal_dir_permissions(vault: Path) -> None:
+FILE_SIZE_LIMITED_WRITE = """
+import resource, signal, sys
+from pathlib import Path
+from vaultd.errors import WriteError
+from vaultd.writer import Writer
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+vault, note, limit = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+old = note.read_bytes()
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:
+    Writer(vault).write(note, old, old + b"more")
+except WriteError as exc:
+    print(type(exc.__cause__).__name__, exc)
+    sys.exit(3)
+"""
+
+
+def test_journal_that_cannot_be_written_leaves_the_note_alone(vault: Path) -> None:
+    """No room for the journal entry (a file size limit works even for root)."""
     note = make_note(vault, OLD)
-    (vault / ".vaultd").mkdir(mode=0o500)
-    try:
-        with pytest.raises(WriteError):
-            Writer(vault).write(note, OLD, NEW)
-    finally:
-        (vault / ".vaultd").chmod(0o700)
-    assert note.read_bytes() == OLD
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_read_only_note_is_write_error(vault: Path) -> None:
-    note = make_note(vault, OLD, mode=0o444)
-    with pytest.raises(WriteError) as info:
-        Writer(vault).write(note, OLD, NEW)
-    assert os.strerror(errno.EACCES) in str(info.value)
-    assert isinstance(info.value.__cause__, PermissionError)
+    done = subprocess.run(
+        [sys.executable, "-c", FILE_SIZE_LIMITED_WRITE, str(vault), str(note), str(len(OLD) + 8)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    assert done.returncode == 3, done
+    assert done.stdout.startswith("OSError") and "cannot write the journal" in done.stdout
+    assert os.strerror(errno.EFBIG) in done.stdout
     assert note.read_bytes() == OLD
     assert journal_entries(vault) == []
 

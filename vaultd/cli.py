@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace, out: TextIO) -> int:
-    vault: Path = args.vault
+    vault: Path = args.vault.resolve()
     if not vault.is_dir():
         print(f"vaultd: {vault}: not a folder", file=sys.stderr)
         return EXIT_USAGE

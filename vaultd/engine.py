@@ -227,11 +227,12 @@ class Engine:
             known["query"] = Success(checked.query)
         answer = checked.answer
         if answer is None or not answer.strip():
-            known["answer"] = self._generate_answer(session, checked.query or "", overrides,
-                                                    should_stop)
-            if known["answer"] is None:  # stopped while the model was writing it
+            generated = self._generate_answer(session, checked.query or "", overrides,
+                                              should_stop)
+            if generated is None:  # stopped while the model was writing it
                 session.commit(Changes(status="Pending"))
                 return NoteResult(path, "left_alone", "stopped before it finished; left Pending")
+            known["answer"] = generated
         else:
             known["answer"] = Success(answer)
         choice = ModelChoice(

@@ -20,12 +20,18 @@ NO_KEY = "no API key (set ANTHROPIC_API_KEY)"
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """One request: the context (the measure's input, or None) and the instruction."""
+    """One request: the context (the measure's input, or None) and the instruction.
+
+    ``cache_context`` marks the context as a cacheable prompt prefix (several measures of a
+    note read the same context); ``use_cache`` allows vaultd's own response cache.
+    """
 
     model: str
     max_tokens: int
     prompt: str
     context: str | None = None
+    cache_context: bool = False
+    use_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,27 @@ class ModelReply:
     input_tokens: int = 0
     output_tokens: int = 0
     stop_reason: str | None = None
+    cache_read_tokens: int = 0  # billed at the API's cache-read price
+    cache_write_tokens: int = 0
+    model: str = ""
+    from_cache: bool = False  # served by vaultd's response cache: nothing was billed
+
+
+def request_params(request: ModelRequest) -> dict[str, Any]:
+    """The exact Messages API parameters for ``request``: what decides the reply."""
+    content: list[dict[str, Any]] = []
+    if request.context is not None:
+        text = f"<context>\n{request.context}\n</context>"
+        block: dict[str, Any] = {"type": "text", "text": text}
+        if request.cache_context:
+            block["cache_control"] = {"type": "ephemeral"}
+        content.append(block)
+    content.append({"type": "text", "text": request.prompt})
+    return {
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": [{"role": "user", "content": content}],
+    }
 
 
 class Model(Protocol):
@@ -77,18 +104,14 @@ class AnthropicModel:
         self._client.close()
 
     def complete(self, request: ModelRequest) -> ModelReply:
+        return self.send(request_params(request))
+
+    def send(self, params: dict[str, Any]) -> ModelReply:
+        """One Messages API call with ``params``: the only place vaultd reaches the network."""
         if self._auth_failed:  # a bad key fails once, not once per measure
             raise ModelError(self._auth_failed)
-        content: list[Any] = []
-        if request.context is not None:
-            content.append({"type": "text", "text": f"<context>\n{request.context}\n</context>"})
-        content.append({"type": "text", "text": request.prompt})
         try:
-            message = self._client.messages.create(
-                model=request.model,
-                max_tokens=request.max_tokens,
-                messages=[{"role": "user", "content": content}],
-            )
+            message = self._client.messages.create(**params)
         except anthropic.AuthenticationError as exc:
             with self._lock:
                 self._auth_failed = f"the API key was refused (401): {_message(exc)}"
@@ -109,6 +132,9 @@ class AnthropicModel:
             input_tokens=usage.input_tokens if usage else 0,
             output_tokens=usage.output_tokens if usage else 0,
             stop_reason=message.stop_reason,
+            cache_read_tokens=(usage.cache_read_input_tokens or 0) if usage else 0,
+            cache_write_tokens=(usage.cache_creation_input_tokens or 0) if usage else 0,
+            model=message.model or str(params.get("model", "")),
         )
 
 

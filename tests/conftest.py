@@ -18,7 +18,9 @@ from vaultd.cli import main
 from .fakeapi import FakeMessagesAPI
 
 ROOT = Path(__file__).resolve().parent.parent
-EVALUATED = re.compile(r"^Evaluated: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\r?\n)", re.M)
+EVALUATED = re.compile(
+    r"^(?:Evaluated: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d|tokens_in: \d+|tokens_out: \d+"
+    r"|cost_usd: [\d.]+)(\r?\n)", re.M)
 
 
 @dataclass
@@ -73,5 +75,5 @@ def run_process(*args: str, env: dict[str, str] | None = None, timeout: float = 
 
 
 def without_timestamp(text: str) -> str:
-    """The note's text with vaultd's ``Evaluated`` line taken out."""
+    """The note's text without the facts of the run: ``Evaluated``, tokens and cost."""
     return EVALUATED.sub("", text)

@@ -34,11 +34,18 @@ def test_seed_note_end_to_end(vault: Path, api: FakeMessagesAPI,
     ran = run_cli("run", str(vault), "--once", capsys=capsys)
 
     assert ran.code == 0, ran
-    assert "done       seed.md: 4 measures" in ran.out
-    assert ran.out.rstrip().endswith("vaultd: 1 notes processed: 1 done")
+    assert ran.out.splitlines() == [
+        "done       seed.md: 4 measures",
+        "vaultd: 1 notes processed: 1 done",
+        # tokens as the loopback API counts them; priced as a sonnet model ($3 / $15 per MTok)
+        "vaultd: model: 2 requests (0 from cache), 3,447 tokens in, 21 out, ~$0.0107",
+    ]
     after = note.read_text(encoding="utf-8")
     assert without_timestamp(after) == seed_done()
-    assert "\nEvaluated: " in after.split("\n---\n")[0]
+    frontmatter = after.split("\n---\n")[0].splitlines()
+    assert frontmatter[:2] == ["---", "Status: Done"]
+    assert frontmatter[3:] == ["tokens_in: 3447", "tokens_out: 21", "cost_usd: 0.010656"]
+    assert frontmatter[2].startswith("Evaluated: 20")
     assert len(api.message_requests()) == 2
     for request in api.message_requests():
         assert "My Sezary Syndrome" not in request.text  # the query is not the context

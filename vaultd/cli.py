@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from vaultd import __version__, config, service
+from vaultd.cost import Usage
 from vaultd.daemon import run_daemon
 from vaultd.engine import NoteResult, check_note, read_note
 from vaultd.errors import ConfigError, FormatError, NoteReadError, VaultdError
+from vaultd.progress import ProgressBar
 from vaultd.services import open_services
 from vaultd.status import format_status, vault_status
-from vaultd.vault import iter_notes
+from vaultd.vault import iter_notes, wants_run
 
 log = logging.getLogger("vaultd")
 
@@ -73,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=int, help="max_tokens for ai measures")
     run.add_argument("--concurrency", type=int, help="model requests in flight at most")
     run.add_argument("--workers", type=int, help="notes processed at the same time")
+    run.add_argument("--no-cache", dest="cache", action="store_const", const=False,
+                     help="ask the model again even for requests it has answered before")
 
     run.add_argument("--log-level", default=argparse.SUPPRESS, choices=LEVELS,
                      help="how much to log on stderr (default: WARNING)")
@@ -135,6 +139,7 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
     settings = config.load(vault, {
         "model": args.model, "answer_model": args.answer_model, "max_tokens": args.max_tokens,
         "concurrency": args.concurrency, "workers": args.workers, "settle": args.settle,
+        "cache": args.cache,
     })
     if not args.once:
         code = run_daemon(vault, settings)
@@ -157,24 +162,34 @@ def status_command(vault: Path, out: TextIO) -> int:
 
 def run_once(vault: Path, settings: config.Settings, out: TextIO) -> int:
     """Process every pending note once; one line per note, then the totals."""
+    notes = [path for path in iter_notes(vault) if wants_run(path)]
+    usage = Usage()
+    results: list[NoteResult] = []
     with open_services(vault, settings, live_interval=1.0) as services:
         if services.credentials_problem:
             print(f"vaultd: {services.credentials_problem}: ai measures will end in errors; "
                   "programmatic ones still run", file=sys.stderr)
-        results: list[NoteResult] = []
-        with ThreadPoolExecutor(settings.workers, thread_name_prefix="vaultd-note") as pool:
-            for result in pool.map(services.engine.process, iter_notes(vault)):
-                if result.status == "not_pending":
-                    continue
-                results.append(result)
-                name = _relative(result.path, vault)
-                print(f"{result.status:<10} {name}: {result.summary}".rstrip(": "), file=out,
-                      flush=True)
+        bar = ProgressBar(sys.stderr, len(notes), usage,
+                          lambda: services.engine.effects.model_slots.in_use)
+        try:
+            with ThreadPoolExecutor(settings.workers, thread_name_prefix="vaultd-note") as pool:
+                for result in pool.map(services.engine.process, notes):
+                    bar.advance()
+                    usage.merge(result.usage)
+                    if result.status == "not_pending":
+                        continue
+                    results.append(result)
+                    line = f"{result.status:<10} {_relative(result.path, vault)}"
+                    bar.print_above(f"{line}: {result.summary}" if result.summary else line, out)
+        finally:
+            bar.close()
     counts = {s: sum(1 for r in results if r.status == s) for s in
               ("done", "error", "unreadable", "gone", "left_alone")}
     parts = [f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n]
     print(f"vaultd: {len(results)} notes processed" + (f": {', '.join(parts)}" if parts else ""),
           file=out)
+    if usage.used:
+        print(f"vaultd: model: {usage.summary()}", file=out)
     return EXIT_OK if counts["done"] == len(results) else EXIT_FAILED
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vaultd.cost import Price
 from vaultd.errors import ConfigError
 
 # A current model from the installed SDK's list (anthropic.types.Model), not a deprecated one.
@@ -44,6 +45,10 @@ class Settings(BaseModel):
     max_note_bytes: int = Field(5_000_000, gt=0, description="larger notes are refused")
     model_retries: int = Field(2, ge=0, le=10, description="retries of a failed model request")
     model_timeout: float = Field(120.0, gt=0, description="seconds to wait for a model reply")
+    cache: bool = Field(True, description="reuse stored replies to identical model requests")
+    prices: dict[str, Price] = Field(default_factory=dict, description="dollars per million "
+                                     "tokens, per model: input, output, cache_read, "
+                                     "cache_write")
 
 
 def _env_name(name: str) -> str:

@@ -20,18 +20,16 @@ from pathlib import Path
 from types import FrameType
 
 from vaultd.config import Settings
-from vaultd.engine import RUNNABLE, NoteResult
-from vaultd.note import parse, split_lines
+from vaultd.engine import NoteResult
 from vaultd.scheduler import NoteQueue
 from vaultd.service import notify, watchdog_interval
 from vaultd.services import Services, open_services
-from vaultd.vault import iter_notes
+from vaultd.vault import iter_notes, wants_run
 from vaultd.watcher import Watcher
 
 log = logging.getLogger("vaultd.daemon")
 
 STATE_FILE = Path(".vaultd") / "daemon.json"
-HEAD_BYTES = 4096  # enough to read a note's frontmatter for the start-up scan
 
 
 @dataclass
@@ -111,7 +109,7 @@ class Daemon:
         for path in iter_notes(self.vault):
             if self.stop_event.is_set():
                 break
-            if _needs_run(path):
+            if wants_run(path):
                 self.queue.touch(path, now=True)
                 count += 1
         return count
@@ -193,22 +191,6 @@ class Daemon:
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("cannot write %s: %s", path, exc)
-
-
-def _needs_run(path: Path) -> bool:
-    """Whether the note's Status is Pending or Processing, read from its head alone."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(HEAD_BYTES)
-    except OSError:
-        return False
-    if not head.lstrip(b"\xef\xbb\xbf").startswith(b"---"):
-        return False
-    text = head.decode("utf-8", errors="replace")
-    note = parse(text if len(head) < HEAD_BYTES else "".join(split_lines(text)[:-1]))
-    if note.frontmatter is None and len(head) == HEAD_BYTES:
-        return True  # frontmatter longer than the head: let the engine read it all
-    return (note.status or "").strip().lower() in RUNNABLE
 
 
 def _relative(path: Path, root: Path) -> str:

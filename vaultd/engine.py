@@ -14,11 +14,12 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from vaultd.cost import Price, Usage
 from vaultd.errors import (
     FormatError,
     MeasureError,
@@ -41,7 +42,7 @@ from vaultd.render import (
     evaluation_pair,
     one_line,
 )
-from vaultd.runner import Effects, ModelChoice, run_plan
+from vaultd.runner import Effects, ModelChoice, run_plan, shared_contexts
 from vaultd.splice import Changes, apply
 from vaultd.writer import Writer
 
@@ -62,6 +63,7 @@ class NoteResult:
     summary: str = ""
     measures: int = 0
     failed: int = 0
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class EngineOptions:
     answer_max_tokens: int
     max_note_bytes: int
     live_interval: float = 0.25  # at most this often a live (partial) write
+    prices: dict[str, Price] = field(default_factory=dict)
+    use_cache: bool = True
 
 
 class _Restart(Exception):
@@ -238,6 +242,10 @@ class Engine:
         choice = ModelChoice(
             model=_text_override(overrides, "model") or self.options.model,
             max_tokens=_int_override(overrides, "max_tokens") or self.options.max_tokens,
+            usage=session.usage,
+            prices=self.options.prices,
+            use_cache=self.options.use_cache and note.properties.get("cache") is not False,
+            shared_context=shared_contexts(checked.plan),
         )
         outcomes = run_plan(
             checked.plan,
@@ -258,17 +266,20 @@ class Engine:
                   if not isinstance(outcomes[m.id], Success)]
         answer_failed = known.get("answer")
         summary = _summary(failed, len(checked.plan.measures), answer_failed)
+        asks = session.usage.used or any(m.type == "ai" for m in checked.plan.measures)
         session.commit(
             Changes(
                 status="Error" if failed else "Done",
-                properties=self._final_props(summary if failed else None),
+                properties=self._final_props(summary if failed else None,
+                                             session.usage if asks else None),
                 results=session.rendered(),
                 clear_error=True,
             )
         )
         if failed:
-            return NoteResult(path, "error", summary, len(outcomes), len(failed))
-        return NoteResult(path, "done", f"{len(outcomes)} measures", len(outcomes))
+            return NoteResult(path, "error", summary, len(outcomes), len(failed), session.usage)
+        return NoteResult(path, "done", f"{len(outcomes)} measures", len(outcomes), 0,
+                          session.usage)
 
     def _generate_answer(self, session: _Session, query: str, overrides: dict[str, Any],
                          should_stop: Callable[[], bool]) -> Outcome | None:
@@ -277,8 +288,9 @@ class Engine:
             max_tokens=_int_override(overrides, "answer_max_tokens")
             or self.options.answer_max_tokens,
             prompt=query,
+            use_cache=self.options.use_cache and overrides.get("cache") is not False,
         )
-        future = self.effects.executor.submit(self._ask, request)
+        future = self.effects.executor.submit(self._ask, request, session.usage)
         while True:  # waited on here, so that a shutdown need not wait for the model
             try:
                 reply = future.result(timeout=0.2)
@@ -294,15 +306,24 @@ class Engine:
         session.commit(Changes(answer=text))
         return Success(text)
 
-    def _ask(self, request: ModelRequest) -> ModelReply:
+    def _ask(self, request: ModelRequest, usage: Usage) -> ModelReply:
         with self.effects.model_slots:
-            return self.effects.model.complete(request)
+            reply = self.effects.model.complete(request)
+        usage.add(reply, self.options.prices)
+        return reply
 
-    def _final_props(self, error: str | None) -> dict[str, str | None]:
-        return {
+    def _final_props(self, error: str | None, usage: Usage | None = None
+                     ) -> dict[str, str | None]:
+        props: dict[str, str | None] = {
             "Error": json.dumps(error, ensure_ascii=False) if error else None,
             "Evaluated": self.now().replace(microsecond=0).isoformat(),
         }
+        if usage is not None:
+            props["tokens_in"] = str(usage.input_tokens + usage.cache_read_tokens
+                                     + usage.cache_write_tokens)
+            props["tokens_out"] = str(usage.output_tokens)
+            props["cost_usd"] = f"{usage.cost:.6f}".rstrip("0").rstrip(".") or "0"
+        return props
 
 
 def _summary(failed: list[tuple[Measure, Outcome]], total: int, answer: Outcome | None) -> str:
@@ -336,6 +357,7 @@ class _Session:
         self.note = note
         self.print = fingerprint(note)
         self.outcomes: dict[str, Outcome] = {}
+        self.usage = Usage()
         self.plan: Plan | None = None
         self.dirty = False
         self.stale = False

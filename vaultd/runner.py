@@ -13,9 +13,10 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from vaultd.cost import Price, Usage
 from vaultd.errors import MeasureError
 from vaultd.graph import Plan
 from vaultd.measures import Measure
@@ -32,10 +33,35 @@ class Sandbox(Protocol):
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """Which model and how many tokens, when the measure does not say."""
+    """How one note asks the model: defaults for its measures, and where its usage goes."""
 
     model: str
     max_tokens: int
+    usage: Usage = field(default_factory=Usage)
+    prices: dict[str, Price] = field(default_factory=dict)
+    use_cache: bool = True
+    shared_context: frozenset[str] = frozenset()  # ai measures whose context another shares
+
+
+class ModelSlots:
+    """The one limit on model requests in flight, shared by every note and worker."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphore = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self.in_use = 0
+
+    def __enter__(self) -> ModelSlots:
+        self._semaphore.acquire()
+        with self._lock:
+            self.in_use += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.in_use -= 1
+        self._semaphore.release()
 
 
 @dataclass
@@ -45,7 +71,7 @@ class Effects:
     model: Model
     sandbox: Sandbox
     executor: Executor
-    model_slots: threading.Semaphore  # requests in flight to the model, shared by all notes
+    model_slots: ModelSlots
 
 
 def evaluate(
@@ -69,15 +95,28 @@ def _ask(measure: Measure, value: Any, effects: Effects, choice: ModelChoice) ->
         max_tokens=max_tokens,
         prompt=fill_placeholders(measure.prompt, measure.params),
         context=as_context(value),
+        cache_context=measure.id in choice.shared_context,
+        use_cache=choice.use_cache,
     )
     with effects.model_slots:
         reply = effects.model.complete(request)
+    choice.usage.add(reply, choice.prices)
     if reply.stop_reason == "max_tokens":
         return Failure(f"the reply was cut off at max_tokens ({max_tokens}); raise max_tokens")
     if not reply.text.strip():
         return Failure("the model returned an empty reply")
     reading = read_reply(reply.text)
     return Success(reading.value, reading.comment)
+
+
+def shared_contexts(plan: Plan) -> frozenset[str]:
+    """The ai measures that read the same input as another ai measure of the note: their
+    context is worth sending as a cacheable prefix."""
+    readers: dict[tuple[str, ...], list[str]] = {}
+    for measure in plan.measures:
+        if measure.type == "ai":
+            readers.setdefault(measure.input, []).append(measure.id)
+    return frozenset(i for ids in readers.values() if len(ids) > 1 for i in ids)
 
 
 def as_context(value: Any) -> str:
@@ -118,6 +157,7 @@ def run_plan(
     outcomes: dict[str, Outcome] = dict(known)
     waiting = {m.id: set(plan.depends_on[m.id]) for m in plan.measures}
     running: dict[Future[Outcome], str] = {}
+    started: set[str] = set()
 
     def settle(measure_id: str, outcome: Outcome) -> None:
         outcomes[measure_id] = outcome
@@ -130,7 +170,7 @@ def run_plan(
         while progressed and not should_stop():
             progressed = False
             for measure in plan.measures:
-                if measure.id in outcomes or measure.id in running.values():
+                if measure.id in outcomes or measure.id in started:
                     continue
                 if waiting[measure.id]:
                     continue
@@ -142,6 +182,7 @@ def run_plan(
                 value = _input_value(measure, outcomes)
                 future = effects.executor.submit(evaluate, measure, value, effects, choice)
                 running[future] = measure.id
+                started.add(measure.id)
 
     start_ready()
     while running:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from pathlib import Path
 from vaultd.config import Settings
 from vaultd.engine import Engine, EngineOptions
 from vaultd.model import AnthropicModel, Model, NoKeyModel, credentials_problem
-from vaultd.runner import Effects
+from vaultd.runner import Effects, ModelSlots
 from vaultd.sandbox import Sandbox, SandboxLimits
 from vaultd.writer import Recovery, Writer
 
@@ -70,7 +69,7 @@ def open_services(
         model=model,
         sandbox=sandbox,
         executor=executor,
-        model_slots=threading.BoundedSemaphore(settings.concurrency),
+        model_slots=ModelSlots(settings.concurrency),
     )
     options = EngineOptions(
         model=settings.model,
@@ -79,6 +78,8 @@ def open_services(
         answer_max_tokens=settings.answer_max_tokens,
         max_note_bytes=settings.max_note_bytes,
         live_interval=live_interval,
+        prices=dict(settings.prices),
+        use_cache=settings.cache,
     )
     try:
         yield Services(Engine(effects, writer, options), writer, problem, recovered)

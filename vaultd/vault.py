@@ -11,6 +11,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from vaultd.note import parse, split_lines
+
+HEAD_BYTES = 4096  # enough to read a note's frontmatter
+
 
 def is_note_path(vault: Path, path: Path) -> bool:
     """Whether ``path`` (inside ``vault``) names a note by its place and name."""
@@ -21,6 +25,22 @@ def is_note_path(vault: Path, path: Path) -> bool:
     if not parts or not parts[-1].lower().endswith(".md"):
         return False
     return not any(part.startswith(".") for part in parts)
+
+
+def wants_run(path: Path) -> bool:
+    """Whether the note's Status is Pending or Processing, read from its head alone."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    except OSError:
+        return False
+    if not head.lstrip(b"\xef\xbb\xbf").startswith(b"---"):
+        return False
+    text = head.decode("utf-8", errors="replace")
+    note = parse(text if len(head) < HEAD_BYTES else "".join(split_lines(text)[:-1]))
+    if note.frontmatter is None and len(head) == HEAD_BYTES:
+        return True  # frontmatter longer than the head: let the engine read it all
+    return (note.status or "").strip().lower() in ("pending", "processing")
 
 
 def iter_notes(vault: Path) -> Iterator[Path]:

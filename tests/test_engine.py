@@ -407,3 +407,21 @@ def test_relative_vault_path(vault: Path, no_key: None, monkeypatch: pytest.Monk
     assert ran.out.splitlines() == ["done       js.md: 1 measures",
                                     "vaultd: 1 notes processed: 1 done"]
     assert "Status: Done" in (vault / "js.md").read_text(encoding="utf-8")
+
+
+def test_status_without_a_daemon(vault: Path, api: FakeMessagesAPI,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (vault / "seed.md").write_text(SEED, encoding="utf-8")
+    (vault / "later.md").write_text(programmatic_note(), encoding="utf-8")
+    answer_rules(api)
+    assert run_cli("run", str(vault / "..") + "/vault", "--once", capsys=capsys).code == 0
+    (vault / "later.md").write_text(programmatic_note(), encoding="utf-8")
+
+    ran = run_cli("status", str(vault), capsys=capsys)
+
+    assert ran.code == 0
+    assert ran.out.splitlines() == [
+        "1 pending, 0 processing, 1 done, 0 error",
+        "daemon: not running",
+        "model use: 3,447 tokens in, 21 out, ~$0.0107 over 1 notes (last runs)",
+    ]

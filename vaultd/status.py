@@ -28,6 +28,10 @@ class VaultStatus:
     errors: list[tuple[float, str, str]] = field(default_factory=list)  # mtime, note, why
     unreadable: list[str] = field(default_factory=list)
     daemon: dict[str, Any] | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    costed: int = 0  # notes with token properties
 
 
 def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
@@ -41,6 +45,12 @@ def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
         except (OSError, NoteReadError):
             status.unreadable.append(name)
             continue
+        props = note.properties
+        if isinstance(props.get("tokens_in"), int):
+            status.costed += 1
+            status.tokens_in += _number(props.get("tokens_in"))
+            status.tokens_out += _number(props.get("tokens_out"))
+            status.cost += float(_number(props.get("cost_usd"), float))
         value = (note.status or "").strip().lower()
         if value in SHOWN:
             status.counts[value] += 1
@@ -50,6 +60,12 @@ def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
     status.errors.sort(reverse=True)
     status.daemon = _daemon_state(vault)
     return status
+
+
+def _number(value: object, kind: type = int) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return kind(0)
+    return kind(value)
 
 
 def _daemon_state(vault: Path) -> dict[str, Any] | None:
@@ -75,6 +91,9 @@ def format_status(status: VaultStatus, last: int = 5) -> list[str]:
                      f"processed since start")
     else:
         lines.append("daemon: not running")
+    if status.costed:
+        lines.append(f"model use: {status.tokens_in:,} tokens in, {status.tokens_out:,} out, "
+                     f"~${status.cost:.4f} over {status.costed} notes (last runs)")
     if status.unreadable:
         lines.append(f"unreadable: {', '.join(status.unreadable[:last])}")
     if status.errors:

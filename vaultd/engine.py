@@ -42,13 +42,14 @@ from vaultd.render import (
     evaluation_pair,
     one_line,
 )
-from vaultd.runner import Effects, ModelChoice, run_plan, shared_contexts
+from vaultd.runner import Deferred, Effects, ModelChoice, run_plan, shared_contexts
 from vaultd.splice import Changes, apply
 from vaultd.writer import Writer
 
 log = logging.getLogger("vaultd.engine")
 
-Status = Literal["done", "error", "not_pending", "unreadable", "gone", "left_alone"]
+Status = Literal["done", "error", "not_pending", "unreadable", "gone", "left_alone", "deferred"]
+DEFERRED = Skipped("deferred to a batch")  # the answer, when a batch will write it
 RUNNABLE = ("pending", "processing")
 MAX_RESTARTS = 5
 MAX_CONFLICTS = 10
@@ -236,6 +237,8 @@ class Engine:
             if generated is None:  # stopped while the model was writing it
                 session.commit(Changes(status="Pending"))
                 return NoteResult(path, "left_alone", "stopped before it finished; left Pending")
+            if generated is DEFERRED:
+                return NoteResult(path, "deferred", "waiting for a batch to write the answer")
             known["answer"] = generated
         else:
             known["answer"] = Success(answer)
@@ -259,9 +262,13 @@ class Engine:
         session.outcomes = outcomes
         if session.stale:
             raise _Restart
-        if len(outcomes) < len(checked.plan.measures):  # stopped: leave it for the next start
-            session.commit(Changes(status="Pending", results=session.rendered()))
-            return NoteResult(path, "left_alone", "stopped before it finished; left Pending")
+        if len(outcomes) < len(checked.plan.measures):
+            if should_stop():  # leave it for the next start
+                session.commit(Changes(status="Pending", results=session.rendered()))
+                return NoteResult(path, "left_alone", "stopped before it finished; left Pending")
+            session.commit(Changes(results=session.rendered()))  # the rest comes in a batch
+            return NoteResult(path, "deferred", "waiting for a batch", len(outcomes), 0,
+                              session.usage)
         failed = [(m, outcomes[m.id]) for m in checked.plan.measures
                   if not isinstance(outcomes[m.id], Success)]
         answer_failed = known.get("answer")
@@ -298,6 +305,8 @@ class Engine:
             except FutureTimeout:
                 if should_stop():
                     return None
+            except Deferred:
+                return DEFERRED
             except MeasureError as exc:
                 return Failure(f"could not generate the answer: {exc}")
         if not reply.text.strip():

@@ -27,6 +27,10 @@ from vaultd.reply import read_reply
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 
 
+class Deferred(Exception):
+    """The model took the request for a later round (a batch); the measure waits for it."""
+
+
 class Sandbox(Protocol):
     def run(self, logic: str, input: Any, params: Mapping[str, Any]) -> Any: ...
 
@@ -150,6 +154,9 @@ def run_plan(
 ) -> dict[str, Outcome]:
     """Run every measure; ``known`` holds the outcomes of ``answer`` and ``query``.
 
+    Measures whose model request was deferred, and those that read them, have no outcome
+    in what is returned.
+
     ``on_result`` is called in this thread as each outcome arrives, ``on_tick`` at least
     every ``tick`` seconds while measures are running. When ``should_stop`` turns true no
     new measure starts; the outcomes so far are returned.
@@ -191,6 +198,8 @@ def run_plan(
             measure_id = running.pop(future)
             try:
                 outcome = future.result()
+            except Deferred:  # answered in a later round; what reads it waits too
+                continue
             except Exception as exc:  # a bug, not a measure failure: still only this measure
                 outcome = Failure(f"internal error: {type(exc).__name__}: {exc}")
             settle(measure_id, outcome)

@@ -29,7 +29,7 @@ from vaultd.errors import (
     WriteError,
 )
 from vaultd.graph import Plan, plan
-from vaultd.measures import Measure, parse_measures
+from vaultd.measures import Measure, declared_ids, parse_measures
 from vaultd.model import ModelReply, ModelRequest
 from vaultd.note import Note, decode, parse
 from vaultd.render import (
@@ -134,6 +134,7 @@ def check_note(note: Note) -> Checked:
     query = _text_of(note, "query", problems)
     answer = _text_of(note, "answer", problems)
     measures: list[Measure] = []
+    unreadable: set[str] = set()  # measures declared but not valid
     callouts = note.callouts_of("measures")
     if not callouts:
         problems.append(Problem(None, "no [!measures] callout"))
@@ -149,6 +150,7 @@ def check_note(note: Note) -> Checked:
             fmt = block.info.lower().removeprefix("measures-")
             measures, found = parse_measures(block.content, fmt, block.first_line + 1)
             problems.extend(found)
+            unreadable = declared_ids(block.content, fmt) - {m.id for m in measures}
         for extra in callouts[1:]:
             problems.append(Problem(extra.start + 1, "a second [!measures] callout (only one "
                                                      "is allowed)"))
@@ -156,7 +158,7 @@ def check_note(note: Note) -> Checked:
         problems.append(Problem(None, "the note has neither a query nor an answer"))
     graph: Plan | None = None
     try:
-        graph = plan(measures)
+        graph = plan(measures, unreadable)
     except FormatError as exc:
         problems.extend(exc.problems)
     if problems or graph is None:

@@ -6,7 +6,8 @@ duplicate id, unknown input and cycle with its line.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import heapq
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from vaultd.errors import GraphError, Problem
@@ -46,21 +47,24 @@ class Plan:
         """Kahn's algorithm, keeping declared order among measures that are ready together."""
         waiting = {m.id: len(self.depends_on[m.id]) for m in self.measures}
         index = {m.id: i for i, m in enumerate(self.measures)}
-        ready = [m.id for m in self.measures if waiting[m.id] == 0]
+        ready = [index[m.id] for m in self.measures if waiting[m.id] == 0]  # a heap
         order: list[Measure] = []
         while ready:
-            ready.sort(key=index.__getitem__, reverse=True)
-            current = ready.pop()
-            order.append(self.measures[index[current]])
-            for other in self.dependents[current]:
+            current = self.measures[heapq.heappop(ready)]
+            order.append(current)
+            for other in self.dependents[current.id]:
                 waiting[other] -= 1
                 if waiting[other] == 0:
-                    ready.append(other)
+                    heapq.heappush(ready, index[other])
         return order
 
 
-def plan(measures: Iterable[Measure]) -> Plan:
-    """Check the measures form a DAG and return the plan to run them."""
+def plan(measures: Iterable[Measure], unreadable: Collection[str] = ()) -> Plan:
+    """Check the measures form a DAG and return the plan to run them.
+
+    ``unreadable`` names measures the note declares but that could not be read (their own
+    problems are reported): an input naming one is not unknown, but there is no plan.
+    """
     measures = tuple(measures)
     problems: list[Problem] = []
     first: dict[str, Measure] = {}
@@ -83,6 +87,8 @@ def plan(measures: Iterable[Measure]) -> Plan:
                 continue
             if name == measure.id:
                 problems.append(Problem(measure.line, f"measure `{name}` uses itself as input"))
+            elif name in unreadable and name not in first:
+                continue
             elif name not in first:
                 problems.append(
                     Problem(measure.line, f"measure `{measure.id}`: unknown input `{name}`")
@@ -93,10 +99,17 @@ def plan(measures: Iterable[Measure]) -> Plan:
     for cycle in _cycles(unique, depends_on):
         path = " → ".join([*cycle, cycle[0]])
         problems.append(Problem(first[cycle[0]].line, f"the measures form a cycle: {path}"))
-    if problems:
+    if problems or unreadable:
         raise GraphError(problems)
-    dependents = {m.id: tuple(o.id for o in unique if m.id in depends_on[o.id]) for m in unique}
-    return Plan(measures=unique, depends_on=depends_on, dependents=dependents)
+    dependents: dict[str, list[str]] = {m.id: [] for m in unique}
+    for measure in unique:  # in declared order, so each list is too
+        for name in depends_on[measure.id]:
+            dependents[name].append(measure.id)
+    return Plan(
+        measures=unique,
+        depends_on=depends_on,
+        dependents={name: tuple(ids) for name, ids in dependents.items()},
+    )
 
 
 def _cycles(

@@ -22,6 +22,9 @@ _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _BULLET = re.compile(r"^(\s*)[*+-](?:[ \t]+(.*))?$")
 _FIELD = re.compile(r"^([^\s:]+)[ \t]*:(?:[ \t]+(.*)|[ \t]*)$")
 
+Located = list[tuple[str, int]]  # text, and the 1-based note line it is on
+_UNREADABLE = object()  # a value that could not be read (its problem is already reported)
+
 JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
 
 
@@ -70,10 +73,14 @@ class _Raw:
     line: int
     fields: dict[str, Any] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)
+    unread: set[str] = field(default_factory=set)  # fields given but not readable (reported)
 
 
 _FIELD_NAMES = ("id", "type", "description", "input", "params", "prompt", "logic", "model",
                 "max_tokens")
+# Fields that hold ids or text: a plain scalar is the text as written there, so that `on`,
+# `no`, `1` or `2024-01-01` is that text and not what YAML 1.1 makes of it.
+_TEXT_FIELDS = ("id", "input", "description", "prompt", "logic", "model")
 
 
 def parse_measures(
@@ -93,6 +100,12 @@ def parse_measures(
     if not raws and not problems:
         problems.append(Problem(first_line - 1, "the measures block lists no measures"))
     return measures, problems
+
+
+def declared_ids(content: str, fmt: str) -> set[str]:
+    """Every id the block gives a measure, whether or not the measure is valid."""
+    raws, _ = _read_yaml(content, 1) if fmt == "yaml" else _read_md(content, 1)
+    return {raw.fields["id"] for raw in raws if isinstance(raw.fields.get("id"), str)}
 
 
 def _validate(raw: _Raw) -> tuple[Measure | None, list[Problem]]:
@@ -115,18 +128,19 @@ def _validate(raw: _Raw) -> tuple[Measure | None, list[Problem]]:
     if data.get("params") is None:
         data.pop("params", None)
     kind = data.get("type")
-    if kind == "ai" and not data.get("prompt"):
+    if kind == "ai" and not data.get("prompt") and "prompt" not in raw.unread:
         problems.append(Problem(raw.line, f"{label}: an ai measure needs a `prompt`"))
-    if kind == "programmatic" and not data.get("logic"):
+    if kind == "programmatic" and not data.get("logic") and "logic" not in raw.unread:
         problems.append(Problem(raw.line, f"{label}: a programmatic measure needs `logic`"))
     try:
         measure = Measure(line=raw.line, **data)
     except ValidationError as exc:
         for error in exc.errors():
             key = str(error["loc"][0]) if error["loc"] else ""
-            problems.append(Problem(raw.lines.get(key, raw.line), _explain(label, key, error)))
+            if key not in raw.unread:  # its problem is already reported
+                problems.append(Problem(raw.lines.get(key, raw.line), _explain(label, key, error)))
         return None, problems
-    return (None, problems) if problems else (measure, [])
+    return (None, problems) if problems or raw.unread else (measure, [])
 
 
 def _unknown_field(key: str) -> str:
@@ -153,8 +167,8 @@ def _read_md(content: str, first_line: int) -> tuple[list[_Raw], list[Problem]]:
     top: int | None = None  # indent of the top-level bullets
     current: _Raw | None = None
     last: tuple[str, int, int] | None = None  # field key, its indent, its line
-    parts: list[str] = []  # the text of the field being read (continuation lines join it)
-    children: list[str] = []  # nested bullet values under a field with no inline value
+    parts: Located = []  # the text of the field being read (continuation lines join it)
+    children: Located = []  # nested bullet values under a field with no inline value
 
     def finish() -> None:
         nonlocal last, parts, children
@@ -193,11 +207,11 @@ def _read_md(content: str, first_line: int) -> tuple[list[_Raw], list[Problem]]:
                 problems.append(Problem(line, f"expected `* key: value`, found `{item}`"))
                 continue
             last = (match.group(1), indent, line)
-            parts = [match.group(2) or ""]
+            parts = [(match.group(2) or "", line)]
         elif bullet and last is not None:
-            children.append((bullet.group(2) or "").strip())
+            children.append(((bullet.group(2) or "").strip(), line))
         elif last is not None:
-            parts.append(text.strip())
+            parts.append((text.strip(), line))
         else:
             problems.append(Problem(line, f"expected `* key: value`, found `{text.strip()}`"))
     finish()
@@ -205,28 +219,47 @@ def _read_md(content: str, first_line: int) -> tuple[list[_Raw], list[Problem]]:
 
 
 def _store(
-    raw: _Raw, key: str, line: int, parts: list[str], children: list[str],
+    raw: _Raw, key: str, line: int, parts: Located, children: Located,
     problems: list[Problem],
 ) -> None:
     if not _KEY.match(key):
         problems.append(Problem(line, f"`{key}` is not a valid field name"))
         return
-    text = " ".join(p for p in parts if p)
-    value: Any
-    if children and not text:
-        value = [_scalar(child, line, key, problems) for child in children]
-    else:
-        value = _scalar(text, line, key, problems) if text else None
+    parts = [(text, at) for text, at in parts if text]
+    value: Any = None
+    if children and parts:
+        problems.append(Problem(children[0][1], f"field `{key}` has a value and nested items "
+                                                "(give one or the other)"))
+        value = _UNREADABLE
+    elif children:
+        value = [_scalar([child], key, problems) for child in children]
+        value = _UNREADABLE if any(v is _UNREADABLE for v in value) else value
+    elif parts:
+        value = _scalar(parts, key, problems)
+    if value is _UNREADABLE:
+        raw.unread.add(key.split(".")[0])
+        return
     _put(raw, key, value, line, problems)
 
 
-def _scalar(text: str, line: int, key: str, problems: list[Problem]) -> Any:
+def _scalar(parts: Located, key: str, problems: list[Problem]) -> Any:
+    """A value written over one or more lines, joined by spaces and read as YAML."""
+    text = " ".join(part for part, _ in parts)
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
+        if value is not None and key in _TEXT_FIELDS:
+            value = yaml.load(text, Loader=yaml.BaseLoader)  # every scalar as text
+        return value
     except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, start = parts[0][1], 0
+        for part, at in parts:  # the line the error is on
+            if mark is not None and start > mark.index:
+                break
+            line, start = at, start + len(part) + 1
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         problems.append(Problem(line, f"field `{key}`: not a valid YAML value ({reason})"))
-        return None
+        return _UNREADABLE
 
 
 def _put(raw: _Raw, key: str, value: Any, line: int, problems: list[Problem]) -> None:
@@ -250,9 +283,11 @@ def _put(raw: _Raw, key: str, value: Any, line: int, problems: list[Problem]) ->
             problems.append(Problem(line, f"field `{key}`: `{part}` is not a mapping"))
             return
     if rest[-1] in target:
-        problems.append(Problem(line, f"field `{key}` is given twice"))
+        first = raw.lines.get(key, raw.lines[head])
+        problems.append(Problem(line, f"field `{key}` is given twice (first on line {first})"))
         return
     target[rest[-1]] = value
+    raw.lines[key] = line
 
 
 # -- measures-yaml ----------------------------------------------------------------------
@@ -264,7 +299,7 @@ def _read_yaml(content: str, first_line: int) -> tuple[list[_Raw], list[Problem]
         root = yaml.compose(content, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = first_line + mark.line if mark else first_line
+        line = _line_of(content, first_line, mark) if mark else first_line
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         return [], [Problem(line, f"the measures are not valid YAML: {reason}")]
     if root is None:
@@ -274,21 +309,32 @@ def _read_yaml(content: str, first_line: int) -> tuple[list[_Raw], list[Problem]
     raws: list[_Raw] = []
     problems: list[Problem] = []
     constructor = yaml.SafeLoader("")
+    as_text = yaml.BaseLoader("")  # every scalar as text
     for item in root.value:
-        line = first_line + item.start_mark.line
+        line = _line_of(content, first_line, item.start_mark)
         if not isinstance(item, yaml.MappingNode):
             problems.append(Problem(line, "each measure must be a mapping of fields"))
             continue
         raw = _Raw(line)
         for key_node, value_node in item.value:
             key = str(key_node.value)
-            key_line = first_line + key_node.start_mark.line
+            key_line = _line_of(content, first_line, key_node.start_mark)
             try:
                 value = constructor.construct_object(value_node, deep=True)
+                if value is not None and key in _TEXT_FIELDS:
+                    value = as_text.construct_object(value_node, deep=True)
             except yaml.YAMLError as exc:
-                problems.append(Problem(key_line, f"field `{key}`: {exc}"))
+                reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                problems.append(Problem(key_line, f"field `{key}`: {reason}"))
+                raw.unread.add(key.split(".")[0])
                 continue
             _put(raw, key, value, key_line, problems)
         raws.append(raw)
     constructor.dispose()
+    as_text.dispose()
     return raws, problems
+
+
+def _line_of(content: str, first_line: int, mark: yaml.Mark) -> int:
+    """The note line of a YAML mark (PyYAML also counts U+2028, U+2029 and NEL as breaks)."""
+    return first_line + content.count("\n", 0, mark.index)

@@ -14,6 +14,7 @@ same character at least as long.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -44,10 +45,9 @@ def line_ending(line: str) -> str:
 
 
 def dominant_newline(lines: tuple[str, ...]) -> str:
-    """The line ending most lines use (``\\n`` for a note with none)."""
-    crlf = sum(1 for line in lines if line.endswith("\r\n"))
-    lf = sum(1 for line in lines if line.endswith("\n") and not line.endswith("\r\n"))
-    return "\r\n" if crlf > lf else "\n"
+    """The line ending most lines use (``\\n`` for a note with none, or on a tie)."""
+    counts = Counter(line_ending(line) for line in lines)
+    return max(("\n", "\r\n", "\r"), key=counts.__getitem__)
 
 
 def is_thematic_break(line: str) -> bool:
@@ -55,7 +55,8 @@ def is_thematic_break(line: str) -> bool:
 
 
 def is_blank(line: str) -> bool:
-    return not line.strip()
+    """Only spaces and tabs, as CommonMark says (a no-break space is text)."""
+    return not line.strip(" \t\r\n")
 
 
 def unquote(line: str) -> str:
@@ -74,6 +75,7 @@ class CodeBlock:
     fence_line: int  # 0-based index of the opening fence
     first_line: int  # 0-based index of the first content line
     closed: bool
+    end: int  # 0-based index just past the closing fence (the callout's end if unclosed)
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,13 @@ class Property:
     raw_value: str  # the text after the colon on the key's line
     start: int
     end: int
+    more: str = ""  # the property's further lines (a multi-line value), joined by "\n"
 
     def value(self) -> object:
         """The property's value as YAML reads it (``None`` when it cannot be read)."""
+        text = f"{self.raw_value}\n{self.more}\n" if self.more else self.raw_value
         try:
-            return yaml.safe_load(self.raw_value) if self.raw_value.strip() else None
+            return yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
             return None
 
@@ -204,31 +208,23 @@ def _parse_frontmatter(lines: tuple[str, ...]) -> Frontmatter | None:
 
 def _scan_properties(lines: tuple[str, ...], start: int, stop: int) -> tuple[Property, ...]:
     """Top-level ``key: value`` lines; indented and list lines that follow belong to the key."""
-    found: list[Property] = []
+    heads: list[tuple[int, re.Match[str]]] = []
     for i in range(start, stop):
-        line = strip_eol(lines[i])
-        match = _PROPERTY.match(line)
-        if not match:
-            continue
-        if found and found[-1].end == -1:
-            found[-1] = _close(found[-1], i)
-        found.append(Property(match.group(1), line[match.end() :].strip(), i, -1))
-    if found and found[-1].end == -1:
-        found[-1] = _close(found[-1], stop)
-    # A property runs until the next property, but not over trailing comments or blanks.
-    trimmed = []
-    for prop in found:
-        end = prop.end
-        while end - 1 > prop.start and (
+        match = _PROPERTY.match(strip_eol(lines[i]))
+        if match:
+            heads.append((i, match))
+    found: list[Property] = []
+    for number, (first, match) in enumerate(heads):
+        end = heads[number + 1][0] if number + 1 < len(heads) else stop
+        # A property runs until the next property, but not over trailing comments or blanks.
+        while end - 1 > first and (
             is_blank(lines[end - 1]) or strip_eol(lines[end - 1]).startswith("#")
         ):
             end -= 1
-        trimmed.append(Property(prop.key, prop.raw_value, prop.start, end))
-    return tuple(trimmed)
-
-
-def _close(prop: Property, end: int) -> Property:
-    return Property(prop.key, prop.raw_value, prop.start, end)
+        line = strip_eol(lines[first])
+        more = "\n".join(strip_eol(text) for text in lines[first + 1 : end])
+        found.append(Property(match.group(1), line[match.end() :].strip(), first, end, more))
+    return tuple(found)
 
 
 def _scan_callouts(lines: tuple[str, ...], start: int) -> tuple[Callout, ...]:
@@ -275,7 +271,7 @@ def _closes(line: str, fence: tuple[str, int]) -> bool:
         match
         and match.group(2)[0] == fence[0]
         and len(match.group(2)) >= fence[1]
-        and not match.group(3).strip()
+        and not match.group(3).strip(" \t")
     )
 
 
@@ -304,6 +300,7 @@ def _scan_blocks(lines: tuple[str, ...], start: int, end: int) -> tuple[CodeBloc
                 fence_line=i,
                 first_line=i + 1,
                 closed=j < end,
+                end=min(j + 1, end),
             )
         )
         i = j + 1

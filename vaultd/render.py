@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_FENCE_RUN = re.compile(r"^[ \t]*(`{3,}|~{3,})", re.M)
+_FENCE_RUN = re.compile(r"[ \t]*(`{3,}|~{3,})")
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 
 
@@ -69,7 +69,8 @@ def _json(value: Any) -> str:
 
 def fence_for(text: str) -> str:
     """A backtick fence longer than any fence-like run at the start of a line in ``text``."""
-    longest = max((len(m.group(1)) for m in _FENCE_RUN.finditer(text)), default=0)
+    runs = (_FENCE_RUN.match(line) for line in _NEWLINES.split(text))
+    longest = max((len(m.group(1)) for m in runs if m), default=0)
     return "`" * max(3, longest + 1)
 
 
@@ -80,9 +81,13 @@ def quote(lines: list[str]) -> list[str]:
 
 def code_callout(head: str, info: str, body: str, after: list[str] | None = None) -> list[str]:
     """``> [!kind]`` with one fenced code block holding ``body`` (and plain lines after it)."""
-    body_lines = _NEWLINES.split(body)
+    return [head, *code_block(info, body), *quote(after or [])]
+
+
+def code_block(info: str, body: str) -> list[str]:
+    """A fenced code block holding ``body``, as lines of a callout."""
     fence = fence_for(body)
-    return [head, *quote([fence + info, *body_lines, fence, *(after or [])])]
+    return quote([fence + info, *_NEWLINES.split(body), fence])
 
 
 def evaluation_pair(label: str, kind: str, outcome: Outcome) -> list[str]:

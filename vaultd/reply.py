@@ -14,6 +14,7 @@ from typing import Any
 
 _FENCED = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n(.*?)\n {0,3}\1[`~]*[ \t]*$", re.M | re.S)
 _DECODER = json.JSONDecoder()
+_NOT_JSON = (ValueError, RecursionError)  # json raises RecursionError for very deep nesting
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,18 @@ def _find_json(text: str) -> Any:
         return _NOTHING
     try:
         return json.loads(stripped)
-    except ValueError:
+    except _NOT_JSON:
         pass
-    for match in _FENCED.finditer(text):
+    for match in _FENCED.finditer(text.replace("\r\n", "\n")):
         try:
             return json.loads(match.group(2))
-        except ValueError:
+        except _NOT_JSON:
             continue
     for index, char in enumerate(text):
         if char in "[{":
             try:
                 value, _ = _DECODER.raw_decode(text, index)
-            except ValueError:
+            except _NOT_JSON:
                 continue
             return value
     return _NOTHING

@@ -3,7 +3,8 @@
 vaultd owns its frontmatter properties (``Status``'s value, ``Error``, ``Evaluated``), an
 answer callout it generated, the evaluation pairs, and its ``[!error]`` callout. Every
 other line is copied through untouched, line ending and all. New lines take the note's
-dominant line ending; a note that ended without a final newline still does.
+dominant line ending (a rewritten property line keeps its own, and its comment and trailing
+spaces); a note that ended without a final newline still does.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import re
 from dataclasses import dataclass, field
 
 from vaultd.note import Callout, Note, is_blank, is_thematic_break, line_ending, strip_eol
-from vaultd.render import ERROR_TITLE, code_callout
+from vaultd.render import ERROR_TITLE, code_block, code_callout
 
 _TRAILING_COMMENT = re.compile(r"\s+#.*$")
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"\\]|\\.)*\"")
 
 Lines = list[str]
 
@@ -36,6 +38,7 @@ class _Edit:
     start: int
     end: int
     lines: Lines  # without endings
+    ending: str | None = None  # the last line's ending; None: the note's own newline
 
 
 def apply(note: Note, changes: Changes) -> str:
@@ -64,7 +67,9 @@ def _render(note: Note, edits: list[_Edit], appends: list[Lines]) -> str:
         edits.append(_Edit(len(lines), len(lines), block))
     for edit in sorted(edits, key=lambda e: (e.start, e.end), reverse=True):
         new = [line + newline for line in edit.lines]
-        if edit.end == len(lines) and ends_open and new:
+        if edit.ending is not None and new:
+            new[-1] = edit.lines[-1] + edit.ending
+        elif edit.end == len(lines) and ends_open and new:
             new[-1] = new[-1][: -len(newline)]
             if edit.start == len(lines) and lines:
                 lines[-1] += newline
@@ -93,15 +98,29 @@ def _property_edits(note: Note, changes: Changes) -> list[_Edit]:
         if value is None:
             edits.append(_Edit(prop.start, prop.end, []))
             continue
-        line = strip_eol(note.lines[prop.start])
-        head = line[: len(line) - len(prop.raw_value)] if prop.raw_value else line + " "
-        comment = _TRAILING_COMMENT.search(prop.raw_value)
-        tail = comment.group(0) if comment and not prop.raw_value.startswith(("'", '"')) else ""
-        edits.append(_Edit(prop.start, prop.end, [head + value + tail]))
+        line = note.lines[prop.start]
+        new_line = _with_value(strip_eol(line), prop.raw_value, value)
+        edits.append(_Edit(prop.start, prop.end, [new_line], line_ending(line)))
     if added:
         closing = note.frontmatter.end - 1
         edits.append(_Edit(closing, closing, added))
     return edits
+
+
+def _with_value(line: str, raw: str, value: str) -> str:
+    """A property's line with its value ``raw`` now ``value``; its comment and spaces kept."""
+    body = line.rstrip()
+    trailing = line[len(body) :]
+    if not raw:
+        return f"{body} {value}{trailing}"
+    head = body[: len(body) - len(raw)]
+    if raw.startswith("#"):  # no value, only a comment
+        return f"{head}{value} {raw}{trailing}"
+    quoted = _QUOTED.match(raw)
+    if raw.startswith(("'", '"')) and not quoted:
+        return head + value + trailing  # a quoted value that goes on over further lines
+    comment = _TRAILING_COMMENT.search(raw, quoted.end() if quoted else 0)
+    return head + value + (comment.group(0) if comment else "") + trailing
 
 
 # -- the answer ------------------------------------------------------------------------
@@ -109,6 +128,9 @@ def _property_edits(note: Note, changes: Changes) -> list[_Edit]:
 
 def _answer_edits(note: Note, answer: str, appends: list[Lines]) -> list[_Edit]:
     existing = note.first("answer")
+    empty = existing.block(("text",)) if existing else None
+    if empty is not None:  # the user's own callout: only its block is vaultd's to fill
+        return [_Edit(empty.fence_line, empty.end, code_block("answer-text", answer))]
     if existing is not None:
         head = strip_eol(note.lines[existing.start])
         return [_Edit(existing.start, existing.end, code_callout(head, "answer-text", answer))]
@@ -154,13 +176,21 @@ def _error_units(note: Note) -> list[tuple[int, int]]:
 
 
 def _lead_in(note: Note, callout: Callout) -> int:
-    """The start of a unit: the callout, or the ``***`` just before it (blank lines between)."""
+    """The start of a unit: the callout, or the ``***`` just before it (blank lines between).
+
+    A ``---`` right under a line of text is not a break but that text's heading underline.
+    """
     i = callout.start - 1
     while i >= 0 and is_blank(note.lines[i]):
         i -= 1
-    if i >= 0 and is_thematic_break(note.lines[i]) and i >= _body_start(note):
-        return i
-    return callout.start
+    if i < _body_start(note) or not is_thematic_break(note.lines[i]):
+        return callout.start
+    underline = (
+        i > _body_start(note)
+        and note.lines[i].lstrip(" ").startswith("-")
+        and not is_blank(note.lines[i - 1])
+    )
+    return callout.start if underline else i
 
 
 def _body_start(note: Note) -> int:

@@ -1,14 +1,31 @@
-"""The model: every request to the Messages API goes through :meth:`AnthropicModel.complete`.
+"""The model: every request to the Messages API goes through :meth:`AnthropicModel.send`.
 
 The official ``anthropic`` SDK does the talking (it honours ``ANTHROPIC_API_KEY`` and
 ``ANTHROPIC_BASE_URL`` as it always does); its errors are translated here, at the edge,
 into :class:`~vaultd.errors.ModelError` with one line a person can act on.
+
+vaultd retries by itself rather than through the SDK (whose client is built with
+``max_retries=0``), so that one policy covers every thread:
+
+* 408, 409, 429, 5xx (529 included), timeouts and dropped or refused connections are retried
+  with exponential backoff and full jitter, or after exactly the pause the API asks for
+  (``retry-after-ms`` / ``retry-after``); other 4xx fail at once;
+* a :class:`RateGate` shared by all threads reads the ``anthropic-ratelimit-*`` headers of every
+  reply and holds new requests while a limit is (nearly) used up, until it resets; a pause the
+  API asks for in a ``retry-after`` is waited out by every thread, not only the one refused;
+* a refused key (401) is remembered: later calls fail at once, and until the API has accepted
+  the key once, only one request is in flight, so a bad key costs exactly one request.
 """
 
 from __future__ import annotations
 
+import email.utils
+import random
 import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import anthropic
@@ -16,6 +33,7 @@ import anthropic
 from vaultd.errors import ModelError
 
 NO_KEY = "no API key (set ANTHROPIC_API_KEY)"
+CLOSED = "the model client was closed"
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,7 @@ class ModelReply:
     cache_write_tokens: int = 0
     model: str = ""
     from_cache: bool = False  # served by vaultd's response cache: nothing was billed
+    batch: bool = False  # answered through the Message Batches API: billed at half price
 
 
 def request_params(request: ModelRequest) -> dict[str, Any]:
@@ -92,15 +111,272 @@ class NoKeyModel:
         raise ModelError(self.problem)
 
 
-class AnthropicModel:
-    """The Messages API through the official SDK; one client, shared by every thread."""
+# -- rate-limit pacing ---------------------------------------------------------------------
 
-    def __init__(self, *, max_retries: int = 2, timeout: float = 120.0) -> None:
-        self._client = anthropic.Anthropic(max_retries=max_retries, timeout=timeout)
-        self._auth_failed: str | None = None
+RATE_LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
+
+
+def parse_rfc3339(value: str) -> float | None:
+    """Seconds since the epoch for an RFC 3339 timestamp (``...Z`` or with an offset)."""
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """The pause the API asks for, in seconds (>= 0), or None when it asks for none.
+
+    ``retry-after-ms`` (milliseconds) wins over ``retry-after`` (seconds, or an HTTP-date,
+    compared with the wall clock ``now``)."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, moment.timestamp() - now)
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+class RateGate:
+    """One gate for every thread: requests pass only while no pause is in force.
+
+    :meth:`observe` reads a reply's ``anthropic-ratelimit-*`` headers: when a ``remaining``
+    count is 0, or below ``headroom`` of its ``limit``, new requests are held until that
+    limit's ``reset`` time. :meth:`hold` starts a pause of a given length (a ``retry-after``).
+    Pauses only ever extend the gate's closing time and are capped at ``max_pause`` seconds.
+
+    ``clock`` (monotonic seconds), ``wall`` (epoch seconds, to read the reset timestamps) and
+    ``sleep`` can be replaced in tests; the default sleep is cut short by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_pause: float = 60.0,
+        headroom: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
+        self.max_pause = max_pause
+        self.headroom = headroom
+        self.clock = clock
+        self.wall = wall
+        self._closed = threading.Event()
+        self._sleep: Callable[[float], object] = sleep or self._closed.wait
         self._lock = threading.Lock()
+        self._until = float("-inf")  # clock() time when the gate opens again
+        self.reason = ""  # why the latest pause began
+        self.pauses = 0  # pauses begun or extended
+        self.waited = 0.0  # seconds callers spent held, all threads together
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
 
     def close(self) -> None:
+        """Wake every waiting thread; :meth:`wait` and :meth:`sleep` return at once from now on."""
+        self._closed.set()
+
+    def remaining(self) -> float:
+        """Seconds until the gate opens (0 when open)."""
+        with self._lock:
+            return max(0.0, self._until - self.clock())
+
+    def hold(self, seconds: float, reason: str) -> float:
+        """Hold every new request for ``seconds`` (capped) from now; returns the pause set."""
+        seconds = min(max(0.0, seconds), self.max_pause)
+        if seconds <= 0:
+            return 0.0
+        with self._lock:
+            until = self.clock() + seconds
+            if until > self._until:
+                self._until = until
+                self.reason = reason
+                self.pauses += 1
+        return seconds
+
+    def observe(self, headers: Mapping[str, str]) -> float:
+        """Read a reply's rate-limit headers; returns the pause they started (0 if none)."""
+        longest = 0.0
+        for kind in RATE_LIMIT_KINDS:
+            prefix = f"anthropic-ratelimit-{kind}-"
+            remaining = _int(headers.get(prefix + "remaining"))
+            if remaining is None:
+                continue
+            limit = _int(headers.get(prefix + "limit"))
+            low = remaining <= 0 or (limit is not None and remaining < self.headroom * limit)
+            reset = parse_rfc3339(headers.get(prefix + "reset", ""))
+            if not low or reset is None:
+                continue
+            reason = f"{kind} rate limit: {remaining} of {limit if limit is not None else '?'} left"
+            longest = max(longest, self.hold(reset - self.wall(), reason))
+        return longest
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` (a backoff); cut short by :meth:`close`."""
+        if seconds > 0 and not self.closed:
+            self._sleep(seconds)
+
+    def wait(self) -> float:
+        """Block until the gate is open (or closed for good); returns the seconds waited."""
+        start = self.clock()
+        while not self.closed:
+            left = self.remaining()
+            if left <= 0:
+                break
+            self._sleep(min(left, self.max_pause))
+        waited = max(0.0, self.clock() - start)
+        if waited:
+            with self._lock:
+                self.waited += waited
+        return waited
+
+
+# -- the model -----------------------------------------------------------------------------
+
+
+def _retryable(status: int, headers: Mapping[str, str]) -> bool:
+    """Whether a reply with ``status`` is worth sending again (never a refused key)."""
+    if status == 401:
+        return False
+    should = headers.get("x-should-retry")
+    if should in ("true", "false"):  # the API's own word wins, as in the SDK
+        return should == "true"
+    return status in (408, 409, 429) or status >= 500
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return _one_line(error["message"])
+    return _one_line(str(exc.message))
+
+
+def _error_type(exc: anthropic.APIStatusError) -> str | None:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("type"), str):
+            return str(error["type"])
+    return None
+
+
+def _connection_cause(exc: BaseException) -> str:
+    """What went wrong under an APIConnectionError: ``connection refused``, ..."""
+    seen: set[int] = set()
+    deepest: BaseException = exc
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        deepest = current
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        current = current.__cause__ or current.__context__
+    if isinstance(deepest, OSError) and deepest.strerror:
+        text = deepest.strerror
+    else:
+        text = str(deepest) or type(deepest).__name__
+    text = _one_line(text, 200).rstrip(".")
+    return text[:1].lower() + text[1:]
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" if n == 1 else f"{n} attempts"
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One attempt that did not give a reply: what to tell the user, and what to do next."""
+
+    message: str
+    retryable: bool = False
+    pause: float | None = None  # the pause the API asked for (retry-after), if it did
+
+
+class AnthropicModel:
+    """The Messages API through the official SDK; one client, shared by every thread.
+
+    A retryable failure is tried again up to ``max_retries`` times. The wait before retry
+    ``n`` (from 0) is random in ``[0, min(backoff_cap, backoff_base * 2**n)]``, unless the API
+    names one in ``retry-after-ms`` / ``retry-after`` (capped at ``max_pause``, and waited out
+    by every thread). ``timeout`` is seconds per HTTP attempt. ``gate`` paces all threads by
+    the rate-limit headers (``headroom``: the fraction of a limit kept in reserve).
+    ``attempts`` counts the HTTP requests made, ``retries`` those that were retries.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_retries: int = 6,
+        timeout: float = 120.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        max_pause: float = 60.0,
+        headroom: float = 0.05,
+        base_url: str | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        self.max_retries = max(0, max_retries)
+        self.timeout = timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.attempts = 0
+        self.retries = 0
+        self.gate = RateGate(max_pause=max_pause, headroom=headroom)
+        extra: dict[str, Any] = {}
+        if base_url is not None:
+            extra["base_url"] = base_url
+        if api_key is not None:
+            extra["api_key"] = api_key
+        self._client = anthropic.Anthropic(max_retries=0, timeout=timeout, **extra)
+        self._random = random.Random()
+        self._lock = threading.Lock()  # the counters
+        self._auth = threading.Condition()
+        self._auth_failed: str | None = None
+        self._auth_ok = False  # the API has accepted the key at least once
+        self._probing = False  # a request is finding out whether it does
+
+    @property
+    def base_url(self) -> str:
+        return str(self._client.base_url).rstrip("/")
+
+    def close(self) -> None:
+        """Close the client; calls waiting on a pause or on the key fail at once."""
+        self.gate.close()
+        with self._auth:
+            self._auth.notify_all()
         self._client.close()
 
     def complete(self, request: ModelRequest) -> ModelReply:
@@ -108,23 +384,98 @@ class AnthropicModel:
 
     def send(self, params: dict[str, Any]) -> ModelReply:
         """One Messages API call with ``params``: the only place vaultd reaches the network."""
-        if self._auth_failed:  # a bad key fails once, not once per measure
-            raise ModelError(self._auth_failed)
-        try:
-            message = self._client.messages.create(**params)
-        except anthropic.AuthenticationError as exc:
+        retry = 0
+        while True:
+            outcome = self._attempt(params, retry)
+            if isinstance(outcome, ModelReply):
+                return outcome
+            if self.gate.closed:
+                raise ModelError(CLOSED)
+            if not outcome.retryable:
+                raise ModelError(outcome.message)
+            if retry >= self.max_retries:
+                attempts = retry + 1
+                suffix = f" — gave up after {_attempts(attempts)}" if attempts > 1 else ""
+                raise ModelError(outcome.message + suffix)
+            if outcome.pause is None:  # else the gate holds every thread for that pause
+                self.gate.sleep(self._backoff(retry))
+            retry += 1
             with self._lock:
-                self._auth_failed = f"the API key was refused (401): {_message(exc)}"
-            raise ModelError(self._auth_failed) from exc
-        except anthropic.APIStatusError as exc:
-            raise ModelError(f"model API error {exc.status_code}: {_message(exc)}") from exc
-        except anthropic.APITimeoutError as exc:
-            raise ModelError("the model API did not answer in time") from exc
-        except anthropic.APIConnectionError as exc:
-            cause = exc.__cause__ or exc
-            raise ModelError(f"cannot reach the model API: {cause}") from exc
-        except anthropic.AnthropicError as exc:
-            raise ModelError(f"model request failed: {exc}") from exc
+                self.retries += 1
+
+    def _backoff(self, retry: int) -> float:
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** min(retry, 60))
+        return self._random.uniform(0.0, ceiling)
+
+    # -- the key -------------------------------------------------------------------------
+
+    def _admit(self) -> bool:
+        """Wait until this call may send; True when it is the one finding out about the key."""
+        with self._auth:
+            while True:
+                if self._auth_failed:  # a bad key fails once, not once per measure
+                    raise ModelError(self._auth_failed)
+                if self.gate.closed:
+                    raise ModelError(CLOSED)
+                if self._auth_ok:
+                    return False
+                if not self._probing:
+                    self._probing = True
+                    return True
+                self._auth.wait()
+
+    def _settle(self, probe: bool, *, accepted: bool, refused: str | None) -> None:
+        """Record what an attempt taught about the key, and let the next caller in."""
+        if not (probe or accepted or refused):
+            return
+        with self._auth:
+            if refused and not self._auth_failed:
+                self._auth_failed = refused
+            if accepted:
+                self._auth_ok = True
+            if probe:
+                self._probing = False
+            self._auth.notify_all()
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    def _attempt(self, params: dict[str, Any], retry: int) -> ModelReply | _Failure:
+        """One HTTP request, once the key and the gate allow it."""
+        probe = self._admit()
+        accepted = False
+        refused: str | None = None
+        try:
+            self.gate.wait()
+            if self.gate.closed:
+                return _Failure(CLOSED)
+            with self._lock:
+                self.attempts += 1
+            call = dict(params)
+            if retry:  # what the SDK would send on its own retries
+                headers = dict(call.get("extra_headers") or {})
+                headers.setdefault("x-stainless-retry-count", str(retry))
+                call["extra_headers"] = headers
+            try:
+                raw = self._client.messages.with_raw_response.create(**call)
+                self.gate.observe(raw.headers)
+                accepted = True
+                message = raw.parse()
+            except anthropic.APIStatusError as exc:
+                if exc.status_code == 401:
+                    refused = f"the API key was refused (401): {_message(exc)}"
+                    return _Failure(refused)
+                # a 4xx other than 401 answers the request itself: the key got through
+                accepted = exc.status_code < 500
+                return self._status_failure(exc)
+            except anthropic.APITimeoutError:
+                return _Failure(f"the model API did not answer within {self.timeout:g} s", True)
+            except anthropic.APIConnectionError as exc:
+                cause = _connection_cause(exc)
+                return _Failure(f"cannot reach the model API at {self.base_url}: {cause}", True)
+            except anthropic.AnthropicError as exc:
+                return _Failure(f"model request failed: {_one_line(str(exc))}")
+        finally:
+            self._settle(probe, accepted=accepted, refused=refused)
         text = "".join(block.text for block in message.content if block.type == "text")
         usage = message.usage
         return ModelReply(
@@ -137,11 +488,15 @@ class AnthropicModel:
             model=message.model or str(params.get("model", "")),
         )
 
-
-def _message(exc: anthropic.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return " ".join(error["message"].split())
-    return " ".join(str(exc.message).split())
+    def _status_failure(self, exc: anthropic.APIStatusError) -> _Failure:
+        headers = exc.response.headers
+        self.gate.observe(headers)
+        status = exc.status_code
+        if not _retryable(status, headers):
+            return _Failure(f"model API error {status}: {_message(exc)}")
+        pause = retry_after(headers, self.gate.wall())
+        if pause is not None:
+            self.gate.hold(pause, f"the API asked for a {pause:g} s pause after a {status}")
+        kind = _error_type(exc)
+        named = f"{status} ({kind})" if kind else str(status)
+        return _Failure(f"model API error {named}: {_message(exc)}", True, pause)

@@ -171,20 +171,21 @@ def test_kill_9_mid_run_and_restart_leaves_every_note_whole(
         (vault / f"n{number}.md").write_text(
             note_with_measures(["* ---", "  * id: slow", "  * type: ai", "  * prompt: SLOW",
                                 "* ---", "  * id: js", "  * type: programmatic",
-                                "  * logic: return 7"]), encoding="utf-8")
+                                "  * logic: return 7"],
+                               answer=f"Answer number {number}."), encoding="utf-8")
     with DaemonProcess(vault) as proc:
         proc.wait_ready()
-        assert api.wait_for_requests(2, timeout=60)
+        assert api.wait_for_requests(2, timeout=60)  # distinct answers: one request per note
         proc.stop(signal.SIGKILL)
     for number in range(6):
         text = (vault / f"n{number}.md").read_text(encoding="utf-8")
         assert text.startswith("---\nStatus: ") and "> [!measures]" in text
     api.clear_rules()
-    api.rule("SLOW", '"fine"')
+    api.rule("SLOW", '"late"')  # the same reply, whether the cache kept one or not
     with DaemonProcess(vault) as proc:
         proc.wait_ready()
         for number in range(6):
-            wait_for(note_says(vault / f"n{number}.md", DONE, "> fine\n> ```", "> 7\n> ```"),
+            wait_for(note_says(vault / f"n{number}.md", DONE, "> late\n> ```", "> 7\n> ```"),
                      what=f"n{number} done")
         assert proc.stop() == 0
     for number in range(6):

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=int, help="max_tokens for ai measures")
     run.add_argument("--concurrency", type=int, help="model requests in flight at most")
     run.add_argument("--workers", type=int, help="notes processed at the same time")
+    run.add_argument("--batch", action="store_true",
+                     help="with --once: send model requests through the Message Batches API "
+                     "(half the price; results arrive in rounds, one per level of the graph)")
     run.add_argument("--no-cache", dest="cache", action="store_const", const=False,
                      help="ask the model again even for requests it has answered before")
 
@@ -141,6 +144,9 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
         "concurrency": args.concurrency, "workers": args.workers, "settle": args.settle,
         "cache": args.cache,
     })
+    if args.batch and not args.once:
+        print("vaultd: --batch works with --once", file=sys.stderr)
+        return EXIT_USAGE
     if not args.once:
         code = run_daemon(vault, settings)
         # Every note's writes are done; model requests still in flight are not waited for.
@@ -148,7 +154,7 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    return run_once(vault, settings, out)
+    return run_once(vault, settings, out, batch=args.batch)
 
 
 def status_command(vault: Path, out: TextIO) -> int:
@@ -160,27 +166,42 @@ def status_command(vault: Path, out: TextIO) -> int:
     return EXIT_OK
 
 
-def run_once(vault: Path, settings: config.Settings, out: TextIO) -> int:
-    """Process every pending note once; one line per note, then the totals."""
-    notes = [path for path in iter_notes(vault) if wants_run(path)]
+def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = False) -> int:
+    """Process every pending note once; one line per note, then the totals.
+
+    With ``batch``, notes whose model requests were deferred to a batch go round again
+    once the batch has ended, until every note has finished.
+    """
+    todo = [path for path in iter_notes(vault) if wants_run(path)]
     usage = Usage()
     results: list[NoteResult] = []
-    with open_services(vault, settings, live_interval=1.0) as services:
+    with open_services(vault, settings, live_interval=1.0, batch=batch) as services:
         if services.credentials_problem:
             print(f"vaultd: {services.credentials_problem}: ai measures will end in errors; "
                   "programmatic ones still run", file=sys.stderr)
-        bar = ProgressBar(sys.stderr, len(notes), usage,
+        if services.batches:
+            services.batches.resume()
+        bar = ProgressBar(sys.stderr, len(todo), usage,
                           lambda: services.engine.effects.model_slots.in_use)
         try:
             with ThreadPoolExecutor(settings.workers, thread_name_prefix="vaultd-note") as pool:
-                for result in pool.map(services.engine.process, notes):
-                    bar.advance()
-                    usage.merge(result.usage)
-                    if result.status == "not_pending":
-                        continue
-                    results.append(result)
-                    line = f"{result.status:<10} {_relative(result.path, vault)}"
-                    bar.print_above(f"{line}: {result.summary}" if result.summary else line, out)
+                while todo:
+                    deferred: list[Path] = []
+                    for result in pool.map(services.engine.process, todo):
+                        if result.status == "deferred":  # its usage counts when it ends
+                            deferred.append(result.path)
+                            continue
+                        usage.merge(result.usage)
+                        bar.advance()
+                        if result.status == "not_pending":
+                            continue
+                        results.append(result)
+                        line = f"{result.status:<10} {_relative(result.path, vault)}"
+                        bar.print_above(f"{line}: {result.summary}" if result.summary else line,
+                                        out)
+                    if not deferred or not services.batches or not services.batches.run_round():
+                        break
+                    todo = deferred
         finally:
             bar.close()
     counts = {s: sum(1 for r in results if r.status == s) for s in

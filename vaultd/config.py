@@ -46,6 +46,8 @@ class Settings(BaseModel):
     model_retries: int = Field(2, ge=0, le=10, description="retries of a failed model request")
     model_timeout: float = Field(120.0, gt=0, description="seconds to wait for a model reply")
     cache: bool = Field(True, description="reuse stored replies to identical model requests")
+    batch_poll: float = Field(10.0, gt=0, le=3600, description="seconds between looks at a "
+                              "submitted batch (--batch)")
     prices: dict[str, Price] = Field(default_factory=dict, description="dollars per million "
                                      "tokens, per model: input, output, cache_read, "
                                      "cache_write")

@@ -44,6 +44,9 @@ def price_for(model: str, table: dict[str, Price]) -> Price | None:
     return None
 
 
+BATCH_DISCOUNT = 0.5  # the Message Batches API bills every token at half the price
+
+
 @dataclass
 class Usage:
     """Tokens and dollars, added up from replies; safe to add to from several threads."""
@@ -60,7 +63,8 @@ class Usage:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
 
-    def add(self, reply: ModelReply, prices: dict[str, Price], discount: float = 1.0) -> None:
+    def add(self, reply: ModelReply, prices: dict[str, Price]) -> None:
+        discount = BATCH_DISCOUNT if reply.batch else 1.0
         with self._lock:
             if reply.from_cache:
                 self.cached += 1

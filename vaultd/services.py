@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from vaultd.batch import Batches, BatchModel
+from vaultd.cache import CachedModel, ResponseCache
 from vaultd.config import Settings
 from vaultd.engine import Engine, EngineOptions
 from vaultd.model import AnthropicModel, Model, NoKeyModel, credentials_problem
@@ -30,6 +32,10 @@ class Services:
     writer: Writer
     credentials_problem: str | None  # None: the model can be asked
     recovered: list[Recovery]
+    batches: Batches | None = None  # with ``batch``: the rounds of Message Batches
+
+
+CACHE_FILE = Path(".vaultd") / "cache.sqlite3"
 
 
 @contextmanager
@@ -38,8 +44,12 @@ def open_services(
     settings: Settings,
     on_written: Callable[[Path, os.stat_result], None] | None = None,
     live_interval: float = 0.25,
+    batch: bool = False,
 ) -> Iterator[Services]:
     """Everything the engine needs for ``vault``; the journal is recovered first.
+
+    Model requests go through the response cache (unless ``settings.cache`` is off); with
+    ``batch`` they are deferred to the Message Batches API instead of sent one by one.
 
     On leaving, model requests still in flight are not waited for: every note's own
     thread has finished its writes by then.
@@ -49,11 +59,23 @@ def open_services(
     for item in recovered:
         log.warning("journal: %s: %s %s", item.path, item.outcome, item.detail)
     problem = credentials_problem()
-    model: Model = (
-        NoKeyModel(problem)
-        if problem
-        else AnthropicModel(max_retries=settings.model_retries, timeout=settings.model_timeout)
-    )
+    cache: ResponseCache | None = None
+    batches: Batches | None = None
+    client: AnthropicModel | None = None
+    model: Model
+    if problem:
+        model = NoKeyModel(problem)
+    elif batch:
+        cache = ResponseCache(vault / CACHE_FILE)
+        batch_model = BatchModel(cache)
+        batches = Batches(vault, cache, batch_model, poll_interval=settings.batch_poll)
+        model = batch_model
+    else:
+        client = AnthropicModel(max_retries=settings.model_retries, timeout=settings.model_timeout)
+        model = client
+        if settings.cache:
+            cache = ResponseCache(vault / CACHE_FILE)
+            model = CachedModel(client, cache)
     sandbox = Sandbox(
         workers=settings.js_workers,
         limits=SandboxLimits(
@@ -82,9 +104,13 @@ def open_services(
         use_cache=settings.cache,
     )
     try:
-        yield Services(Engine(effects, writer, options), writer, problem, recovered)
+        yield Services(Engine(effects, writer, options), writer, problem, recovered, batches)
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
         sandbox.close()
-        if isinstance(model, AnthropicModel):
-            model.close()
+        if client is not None:
+            client.close()
+        if batches is not None:
+            batches.close()
+        if cache is not None:
+            cache.close()

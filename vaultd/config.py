@@ -43,7 +43,8 @@ class Settings(BaseModel):
     settle: float = Field(0.5, ge=0, le=60, description="seconds a note must be quiet before "
                           "it is read (daemon)")
     max_note_bytes: int = Field(5_000_000, gt=0, description="larger notes are refused")
-    model_retries: int = Field(2, ge=0, le=10, description="retries of a failed model request")
+    model_retries: int = Field(6, ge=0, le=10, description="retries of a failed model request "
+                               "(429, 529, 5xx, timeouts, dropped connections)")
     model_timeout: float = Field(120.0, gt=0, description="seconds to wait for a model reply")
     cache: bool = Field(True, description="reuse stored replies to identical model requests")
     batch_poll: float = Field(10.0, gt=0, le=3600, description="seconds between looks at a "

@@ -393,7 +393,8 @@ def test_crash_mid_write_then_restart_finishes_the_note(vault: Path, no_key: Non
     text = note.read_text(encoding="utf-8")
     assert "Status: Done" in text and "> 23\n> ```" in text
     assert text.count("[!evaluation]") == 1
-    assert list((vault / ".vaultd" / "journal").iterdir()) == []
+    journal = vault / ".vaultd" / "journal"
+    assert [p for p in journal.iterdir() if p.stat().st_size] == []  # only free slots left
 
 
 def test_relative_vault_path(vault: Path, no_key: None, monkeypatch: pytest.MonkeyPatch,

@@ -172,10 +172,13 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
     With ``batch``, notes whose model requests were deferred to a batch go round again
     once the batch has ended, until every note has finished.
     """
-    todo = [path for path in iter_notes(vault) if wants_run(path)]
     usage = Usage()
     results: list[NoteResult] = []
-    with open_services(vault, settings, live_interval=1.0, batch=batch) as services:
+    # A --once run is not watched note by note: a note that finishes within a second is
+    # written once, from Pending straight to Done (slower ones still show Processing).
+    with open_services(vault, settings, live_interval=1.0, batch=batch,
+                       announce_at_start=False, warm_up=True) as services:
+        todo = [path for path in iter_notes(vault) if wants_run(path)]
         if services.credentials_problem:
             print(f"vaultd: {services.credentials_problem}: ai measures will end in errors; "
                   "programmatic ones still run", file=sys.stderr)
@@ -184,7 +187,8 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
         bar = ProgressBar(sys.stderr, len(todo), usage,
                           lambda: services.engine.effects.model_slots.in_use)
         try:
-            with ThreadPoolExecutor(settings.workers, thread_name_prefix="vaultd-note") as pool:
+            with ThreadPoolExecutor(settings.note_workers,
+                                    thread_name_prefix="vaultd-note") as pool:
                 while todo:
                     deferred: list[Path] = []
                     for result in pool.map(services.engine.process, todo):

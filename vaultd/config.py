@@ -39,7 +39,8 @@ class Settings(BaseModel):
                                     "may use")
     js_workers: int = Field(2, ge=1, le=64, description="JavaScript worker processes")
     concurrency: int = Field(8, ge=1, le=256, description="model requests in flight at most")
-    workers: int = Field(4, ge=1, le=64, description="notes processed at the same time")
+    workers: int = Field(0, ge=0, le=256, description="notes processed at the same time; 0: "
+                         "as many as `concurrency`, so that every model slot can be used")
     settle: float = Field(0.5, ge=0, le=60, description="seconds a note must be quiet before "
                           "it is read (daemon)")
     max_note_bytes: int = Field(5_000_000, gt=0, description="larger notes are refused")
@@ -52,6 +53,12 @@ class Settings(BaseModel):
     prices: dict[str, Price] = Field(default_factory=dict, description="dollars per million "
                                      "tokens, per model: input, output, cache_read, "
                                      "cache_write")
+
+
+    @property
+    def note_workers(self) -> int:
+        """How many notes are processed at the same time."""
+        return self.workers or self.concurrency
 
 
 def _env_name(name: str) -> str:

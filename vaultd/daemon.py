@@ -133,7 +133,7 @@ class Daemon:
             self.stop_event.wait(min(1.0, ping or 1.0))
 
     def _start_workers(self, services: Services) -> None:
-        for number in range(self.settings.workers):
+        for number in range(self.settings.note_workers):
             self._workers.append(self._spawn(services, f"vaultd-worker-{number}"))
 
     def _spawn(self, services: Services, name: str) -> threading.Thread:

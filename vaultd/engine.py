@@ -9,6 +9,7 @@ measures changed, or leaves the note alone when they took it out of ``Pending``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -75,6 +76,10 @@ class EngineOptions:
     answer_max_tokens: int
     max_note_bytes: int
     live_interval: float = 0.25  # at most this often a live (partial) write
+    # Write ``Processing`` as soon as a run starts (the daemon: someone may be watching), or
+    # only with the first live write, so a note that finishes within ``live_interval`` is
+    # written once (``--once``).
+    announce_at_start: bool = True
     prices: dict[str, Price] = field(default_factory=dict)
     use_cache: bool = True
 
@@ -148,9 +153,10 @@ def check_note(note: Note) -> Checked:
             )
         else:
             fmt = block.info.lower().removeprefix("measures-")
-            measures, found = parse_measures(block.content, fmt, block.first_line + 1)
-            problems.extend(found)
-            unreadable = declared_ids(block.content, fmt) - {m.id for m in measures}
+            read = _read_measures(block.content, fmt, block.first_line + 1)
+            measures = list(read.measures)
+            problems.extend(read.problems)
+            unreadable = set(read.unreadable)
         for extra in callouts[1:]:
             problems.append(Problem(extra.start + 1, "a second [!measures] callout (only one "
                                                      "is allowed)"))
@@ -164,6 +170,21 @@ def check_note(note: Note) -> Checked:
     if problems or graph is None:
         raise FormatError(problems)
     return Checked(graph, query, answer)
+
+
+@dataclass(frozen=True)
+class _ReadMeasures:
+    measures: tuple[Measure, ...]
+    problems: tuple[Problem, ...]
+    unreadable: frozenset[str]  # declared, but not valid
+
+
+@functools.lru_cache(maxsize=512)
+def _read_measures(content: str, fmt: str, first_line: int) -> _ReadMeasures:
+    """A measures block, read once: notes asked the same questions share their measures."""
+    measures, found = parse_measures(content, fmt, first_line)
+    unreadable = declared_ids(content, fmt) - {m.id for m in measures}
+    return _ReadMeasures(tuple(measures), tuple(found), frozenset(unreadable))
 
 
 def _text_of(note: Note, kind: str, problems: list[Problem]) -> str | None:
@@ -226,8 +247,8 @@ class Engine:
                                    error=error_callout(lines), results=None))
             return NoteResult(path, "error", summary)
         session.plan = checked.plan
-        session.commit(Changes(status="Processing", properties={"Error": None},
-                               clear_error=True))
+        if self.options.announce_at_start:
+            session.commit(session.live_changes())
         overrides = note.properties
         known: dict[str, Outcome] = {}
         if checked.query is not None:
@@ -268,7 +289,7 @@ class Engine:
             if should_stop():  # leave it for the next start
                 session.commit(Changes(status="Pending", results=session.rendered()))
                 return NoteResult(path, "left_alone", "stopped before it finished; left Pending")
-            session.commit(Changes(results=session.rendered()))  # the rest comes in a batch
+            session.commit(session.live_changes())  # the rest comes in a batch
             return NoteResult(path, "deferred", "waiting for a batch", len(outcomes), 0,
                               session.usage)
         failed = [(m, outcomes[m.id]) for m in checked.plan.measures
@@ -365,13 +386,15 @@ class _Session:
         self.engine = engine
         self.path = path
         self.data = data
-        self.note = note
+        self._note: Note | None = note
+        self._text: str | None = None
         self.print = fingerprint(note)
         self.outcomes: dict[str, Outcome] = {}
         self.usage = Usage()
         self.plan: Plan | None = None
         self.dirty = False
         self.stale = False
+        self.announced = False  # Status: Processing written
         self.last_write = engine.clock()
 
     def rendered(self) -> list[str]:
@@ -385,15 +408,22 @@ class _Session:
         self.outcomes[measure_id] = outcome
         self.dirty = True
 
+    def live_changes(self) -> Changes:
+        """The results so far, and ``Status: Processing`` if that is not written yet."""
+        if self.announced:
+            return Changes(results=self.rendered())
+        return Changes(status="Processing", properties={"Error": None}, clear_error=True,
+                       results=self.rendered())
+
     def maybe_flush(self) -> None:
         """A live write of the results so far, at most every ``live_interval`` seconds."""
-        if not self.dirty or self.stale:
+        if not (self.dirty or not self.announced) or self.stale:
             return
         if self.engine.clock() - self.last_write < self.engine.options.live_interval:
             return
         self.dirty = False
         try:
-            self.commit(Changes(results=self.rendered()))
+            self.commit(self.live_changes())
         except _Restart:
             self.stale = True
 
@@ -407,9 +437,13 @@ class _Session:
             except WriteConflict as conflict:
                 self._reload(conflict.current)
                 continue
-            self.data, self.note = new, parse(text)
-            self.print = fingerprint(self.note)
+            # The note is parsed again only if it is needed (a further write or a conflict).
+            self.data, self._text, self._note = new, text, None
             self.last_write = self.engine.clock()
+            if changes.status is not None:
+                self.announced = True
+            if changes.answer is not None:  # vaultd's own answer is part of what it runs on
+                self.print = fingerprint(self.note)
             return
         raise WriteError(f"{self.path}: the note kept changing; gave up writing")
 
@@ -424,4 +458,11 @@ class _Session:
             raise _Stop("left_alone", "its Status was changed while it ran; left as it is")
         if fingerprint(note) != self.print:
             raise _Restart
-        self.data, self.note = current, note
+        self.data, self._text, self._note = current, None, note
+
+    @property
+    def note(self) -> Note:
+        if self._note is None:
+            assert self._text is not None
+            self._note = parse(self._text)
+        return self._note

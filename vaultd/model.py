@@ -20,17 +20,19 @@ vaultd retries by itself rather than through the SDK (whose client is built with
 from __future__ import annotations
 
 import email.utils
+import os
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
-
-import anthropic
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vaultd.errors import ModelError
+
+if TYPE_CHECKING:
+    import anthropic
 
 NO_KEY = "no API key (set ANTHROPIC_API_KEY)"
 CLOSED = "the model client was closed"
@@ -90,6 +92,10 @@ class Model(Protocol):
 
 def credentials_problem() -> str | None:
     """None when the SDK finds a key, token or profile here; else what is missing or wrong."""
+    if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+        return None  # the common case, known without importing the SDK (a second's import)
+    import anthropic
+
     try:
         client = anthropic.Anthropic()
     except anthropic.AnthropicError as exc:
@@ -360,7 +366,8 @@ class AnthropicModel:
             extra["base_url"] = base_url
         if api_key is not None:
             extra["api_key"] = api_key
-        self._client = anthropic.Anthropic(max_retries=0, timeout=timeout, **extra)
+        self._client_args: dict[str, Any] = {"max_retries": 0, "timeout": timeout, **extra}
+        self._client_made: anthropic.Anthropic | None = None
         self._random = random.Random()
         self._lock = threading.Lock()  # the counters
         self._auth = threading.Condition()
@@ -372,12 +379,31 @@ class AnthropicModel:
     def base_url(self) -> str:
         return str(self._client.base_url).rstrip("/")
 
+    def warm_up(self) -> None:
+        """Make the client (importing the SDK) in the background, while other work goes on."""
+        threading.Thread(target=lambda: self._client, name="vaultd-sdk-import",
+                         daemon=True).start()
+
+    @property
+    def _client(self) -> anthropic.Anthropic:
+        """The SDK client, made (and the SDK imported: about a second) on first use, so a
+        run that the response cache answers whole never pays for it."""
+        with self._lock:
+            if self._client_made is None:
+                import anthropic
+
+                self._client_made = anthropic.Anthropic(**self._client_args)
+            return self._client_made
+
     def close(self) -> None:
         """Close the client; calls waiting on a pause or on the key fail at once."""
         self.gate.close()
         with self._auth:
             self._auth.notify_all()
-        self._client.close()
+        with self._lock:
+            client = self._client_made
+        if client is not None:
+            client.close()
 
     def complete(self, request: ModelRequest) -> ModelReply:
         return self.send(request_params(request))
@@ -441,6 +467,8 @@ class AnthropicModel:
 
     def _attempt(self, params: dict[str, Any], retry: int) -> ModelReply | _Failure:
         """One HTTP request, once the key and the gate allow it."""
+        import anthropic
+
         probe = self._admit()
         accepted = False
         refused: str | None = None

@@ -255,5 +255,19 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+def entry() -> None:
+    """The ``vaultd`` command: :func:`main`, then an exit that does not wait for threads.
+
+    Every note's writes are finished and the cache is closed when :func:`main` returns;
+    what is left are idle pool threads and, at most, a model request or an import of the SDK
+    nobody needs any more. Joining them would only delay the exit.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

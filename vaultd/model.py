@@ -400,8 +400,7 @@ class AnthropicModel:
         self.gate.close()
         with self._auth:
             self._auth.notify_all()
-        with self._lock:
-            client = self._client_made
+        client = self._client_made  # not under the lock: an import in progress is not waited for
         if client is not None:
             client.close()
 

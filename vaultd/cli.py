@@ -249,10 +249,8 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
 
 
 def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
+    full, prefix = str(path), str(root).rstrip(os.sep) + os.sep
+    return full[len(prefix):] if full.startswith(prefix) else full
 
 
 def entry() -> None:

@@ -179,9 +179,29 @@ class _ReadMeasures:
     unreadable: frozenset[str]  # declared, but not valid
 
 
-@functools.lru_cache(maxsize=512)
 def _read_measures(content: str, fmt: str, first_line: int) -> _ReadMeasures:
-    """A measures block, read once: notes asked the same questions share their measures."""
+    """A measures block, read once: notes asked the same questions share their measures.
+
+    The block is read as if it began on line 1 and its measures moved to ``first_line``; a
+    block with problems is read again in place, since messages may name lines too.
+    """
+    read = _read_measures_from_line_1(content, fmt)
+    if read.problems:
+        return _read_measures_uncached(content, fmt, first_line)
+    if first_line == 1:
+        return read
+    shift = first_line - 1
+    return _ReadMeasures(
+        tuple(m.model_copy(update={"line": m.line + shift}) for m in read.measures),
+        (), read.unreadable)
+
+
+@functools.lru_cache(maxsize=512)
+def _read_measures_from_line_1(content: str, fmt: str) -> _ReadMeasures:
+    return _read_measures_uncached(content, fmt, 1)
+
+
+def _read_measures_uncached(content: str, fmt: str, first_line: int) -> _ReadMeasures:
     measures, found = parse_measures(content, fmt, first_line)
     unreadable = declared_ids(content, fmt) - {m.id for m in measures}
     return _ReadMeasures(tuple(measures), tuple(found), frozenset(unreadable))

@@ -23,7 +23,7 @@ completes the write when the note holds the old bytes or a torn mix of old and n
 is always either the old content or the new content. If the note holds anything else, the
 user edited it while vaultd was down, and it is left alone.
 
-Test hook: when the environment variable ``VAULTD_CRASH_AT`` is set (read at call time) to one
+Test hook: when the environment variable ``VAULTD_CRASH_AT`` is set (read at start) to one
 of ``after_journal``, ``mid_write`` (write only the first half of the new bytes),
 ``before_truncate`` or ``before_clear``, :meth:`Writer.write` calls ``os._exit(70)`` at that
 point. It exists only so that tests can crash a real process mid-write.
@@ -371,15 +371,18 @@ class Writer:
 # ---------------------------------------------------------------------- helpers
 
 
+_CRASH_AT = os.environ.get(CRASH_ENV)  # read once: a test sets it for a whole process
+
+
 def _crash_point(point: str) -> None:
     """Test hook: die here if ``VAULTD_CRASH_AT`` names this point."""
-    if os.environ.get(CRASH_ENV) == point:
+    if point == _CRASH_AT:
         os._exit(CRASH_EXIT_CODE)
 
 
 def _rewrite(fd: int, data: bytes, *, crash_hooks: bool) -> None:
     """Write ``data`` over the file from offset 0, truncate to its length, fsync."""
-    if crash_hooks and os.environ.get(CRASH_ENV) == "mid_write":
+    if crash_hooks and _CRASH_AT == "mid_write":
         _pwrite_all(fd, data[: len(data) // 2])
         os._exit(CRASH_EXIT_CODE)
     _pwrite_all(fd, data)

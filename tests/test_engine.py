@@ -201,11 +201,14 @@ def test_invalid_note_gets_error_callout_and_nothing_else_changes(
     assert ran.code == 1
     after = without_timestamp(note.read_text(encoding="utf-8"))
     assert after == text.replace("Status: Pending\n", (
-        'Status: Error\nError: "2 problem(s): line 12: the measures form a cycle: a → b → a"\n'
+        'Status: Error\nError: "2 problem(s): line 12: the measures form a cycle: a → b → a '
+        '(one of them must not take the next as its input)"\n'
     )) + (
         "\n***\n\n> [!error] vaultd could not run this note\n> ```error-text\n"
-        "> line 12: the measures form a cycle: a → b → a\n"
-        "> line 22: measure `c`: an ai measure needs a `prompt`\n> ```\n"
+        "> line 12: the measures form a cycle: a → b → a (one of them must not take the next "
+        "as its input)\n"
+        "> line 22: measure `c`: an ai measure needs a `prompt` (add `* prompt: \"...\"`, the "
+        "instruction to the model)\n> ```\n"
     )
     assert api.requests == []
 
@@ -357,7 +360,8 @@ def test_check_reports_file_and_line(vault: Path, capsys: pytest.CaptureFixture[
 
     assert ran.code == 1
     assert ran.out.splitlines() == [
-        f"{bad}:12: measure `a`: an ai measure needs a `prompt`",
+        f'{bad}:12: measure `a`: an ai measure needs a `prompt` (add `* prompt: "..."`, the '
+        "instruction to the model)",
         "vaultd: 2 notes checked, 1 with problems",
     ]
     assert bad.read_bytes() == before

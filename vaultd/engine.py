@@ -137,14 +137,16 @@ def check_note(note: Note) -> Checked:
     unreadable: set[str] = set()  # measures declared but not valid
     callouts = note.callouts_of("measures")
     if not callouts:
-        problems.append(Problem(None, "no [!measures] callout"))
+        problems.append(Problem(None, "no [!measures] callout",
+                                "add a `> [!measures]` callout holding a `measures-md` block"))
     else:
         callout = callouts[0]
         block = callout.block(("md", "yaml"))
         if block is None:
             problems.append(
                 Problem(callout.start + 1,
-                        "the [!measures] callout needs a `measures-md` or `measures-yaml` block")
+                        "the [!measures] callout needs a `measures-md` or `measures-yaml` block",
+                        "open it with > ```measures-md")
             )
         else:
             fmt = block.info.lower().removeprefix("measures-")
@@ -153,9 +155,11 @@ def check_note(note: Note) -> Checked:
             unreadable = declared_ids(block.content, fmt) - {m.id for m in measures}
         for extra in callouts[1:]:
             problems.append(Problem(extra.start + 1, "a second [!measures] callout (only one "
-                                                     "is allowed)"))
+                                                     "is allowed)", "merge it into the first"))
     if not (query or "").strip() and not (answer or "").strip():
-        problems.append(Problem(None, "the note has neither a query nor an answer"))
+        problems.append(Problem(None, "the note has neither a query nor an answer",
+                                "write the question in a `[!query]` callout's `query-text` "
+                                "block"))
     graph: Plan | None = None
     try:
         graph = plan(measures, unreadable)
@@ -173,7 +177,8 @@ def _text_of(note: Note, kind: str, problems: list[Problem]) -> str | None:
     block = callout.block(("text",))
     if block is None:
         problems.append(Problem(callout.start + 1,
-                                f"the [!{kind}] callout needs a `{kind}-text` code block"))
+                                f"the [!{kind}] callout needs a `{kind}-text` code block",
+                                f"open it with > ```{kind}-text"))
         return None
     return block.content
 
@@ -219,7 +224,7 @@ class Engine:
         try:
             checked = check_note(note)
         except FormatError as exc:
-            lines = [f"line {p.line}: {p.message}" if p.line else p.message
+            lines = [f"line {p.line}: {p.text}" if p.line else p.text
                      for p in exc.problems]
             summary = one_line(f"{len(lines)} problem(s): {lines[0]}")
             session.commit(Changes(status="Error", properties=self._final_props(summary),

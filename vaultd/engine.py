@@ -17,7 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from vaultd.cost import Price, Usage
 from vaultd.errors import (
@@ -32,6 +32,7 @@ from vaultd.graph import Plan, plan
 from vaultd.measures import Measure, declared_ids, parse_measures
 from vaultd.model import ModelReply, ModelRequest
 from vaultd.note import Note, decode, parse
+from vaultd.overrides import Overrides, read_overrides
 from vaultd.render import (
     Failure,
     Outcome,
@@ -126,11 +127,13 @@ class Checked:
     plan: Plan
     query: str | None
     answer: str | None
+    overrides: Overrides = field(default_factory=Overrides)
 
 
 def check_note(note: Note) -> Checked:
-    """Everything wrong with the note's callouts and measures, all at once, or its plan."""
-    problems: list[Problem] = []
+    """Everything wrong with the note's callouts, measures and own settings, all at once,
+    or its plan."""
+    overrides, problems = read_overrides(note)
     query = _text_of(note, "query", problems)
     answer = _text_of(note, "answer", problems)
     measures: list[Measure] = []
@@ -167,7 +170,7 @@ def check_note(note: Note) -> Checked:
         problems.extend(exc.problems)
     if problems or graph is None:
         raise FormatError(problems)
-    return Checked(graph, query, answer)
+    return Checked(graph, query, answer, overrides)
 
 
 def _text_of(note: Note, kind: str, problems: list[Problem]) -> str | None:
@@ -233,7 +236,7 @@ class Engine:
         session.plan = checked.plan
         session.commit(Changes(status="Processing", properties={"Error": None},
                                clear_error=True))
-        overrides = note.properties
+        overrides = checked.overrides
         known: dict[str, Outcome] = {}
         if checked.query is not None:
             known["query"] = Success(checked.query)
@@ -250,11 +253,11 @@ class Engine:
         else:
             known["answer"] = Success(answer)
         choice = ModelChoice(
-            model=_text_override(overrides, "model") or self.options.model,
-            max_tokens=_int_override(overrides, "max_tokens") or self.options.max_tokens,
+            model=overrides.model or self.options.model,
+            max_tokens=overrides.max_tokens or self.options.max_tokens,
             usage=session.usage,
             prices=self.options.prices,
-            use_cache=self.options.use_cache and note.properties.get("cache") is not False,
+            use_cache=self.options.use_cache and overrides.cache is not False,
             shared_context=shared_contexts(checked.plan),
         )
         outcomes = run_plan(
@@ -295,14 +298,13 @@ class Engine:
         return NoteResult(path, "done", f"{len(outcomes)} measures", len(outcomes), 0,
                           session.usage)
 
-    def _generate_answer(self, session: _Session, query: str, overrides: dict[str, Any],
+    def _generate_answer(self, session: _Session, query: str, overrides: Overrides,
                          should_stop: Callable[[], bool]) -> Outcome | None:
         request = ModelRequest(
-            model=_text_override(overrides, "answer_model") or self.options.answer_model,
-            max_tokens=_int_override(overrides, "answer_max_tokens")
-            or self.options.answer_max_tokens,
+            model=overrides.answer_model or self.options.answer_model,
+            max_tokens=overrides.answer_max_tokens or self.options.answer_max_tokens,
             prompt=query,
-            use_cache=self.options.use_cache and overrides.get("cache") is not False,
+            use_cache=self.options.use_cache and overrides.cache is not False,
         )
         future = self.effects.executor.submit(self._ask, request, session.usage)
         while True:  # waited on here, so that a shutdown need not wait for the model
@@ -351,16 +353,6 @@ def _summary(failed: list[tuple[Measure, Outcome]], total: int, answer: Outcome 
     why = outcome.message if isinstance(outcome, Failure) else (
         outcome.reason if isinstance(outcome, Skipped) else "")
     return one_line(f"{len(failed)} of {total} measures did not succeed; {measure.id}: {why}", 300)
-
-
-def _text_override(props: dict[str, Any], key: str) -> str | None:
-    value = props.get(key)
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def _int_override(props: dict[str, Any], key: str) -> int | None:
-    value = props.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 class _Session:

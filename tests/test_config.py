@@ -13,6 +13,8 @@ from vaultd import config
 from vaultd.config import CONFIG_PATH, Settings, config_toml, load
 from vaultd.errors import ConfigError
 
+from .conftest import run_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = load(None, environ={})
 
@@ -133,3 +135,14 @@ def test_the_readme_lists_every_setting_with_its_default() -> None:
         shown = rows[name].strip().strip("`")
         assert shown == (config._toml(default) if not isinstance(default, str)
                          else default), name
+
+
+def test_check_reports_the_vault_s_config_too(vault: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(vault, "workers = 2\nconcurrensy = 3\n")
+    ran = run_cli("check", str(vault), capsys=capsys)
+    assert ran.code == 1
+    assert ran.out.splitlines() == [
+        f"{path}:2: concurrensy: unknown setting (did you mean `concurrency`?)",
+        "vaultd: 0 notes checked, 1 with problems",
+    ]

@@ -21,6 +21,7 @@ from vaultd.daemon import run_daemon
 from vaultd.engine import NoteResult, check_note, read_note
 from vaultd.errors import ConfigError, FormatError, NoteReadError, VaultdError
 from vaultd.progress import ProgressBar
+from vaultd.properties import collisions
 from vaultd.services import open_services
 from vaultd.status import format_status, vault_status
 from vaultd.vault import DEFAULT_TEMPLATES, find_vault, iter_notes, wants_run
@@ -240,20 +241,21 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
 def check_paths(paths: list[Path], out: TextIO) -> int:
     """Validate notes without running anything: every problem as ``file:line: message``.
 
-    The config of the vault each path is in is checked too (once).
+    The config of the vault each path is in is checked too (once), and gives the property
+    prefix; a measure whose property a user's property holds is a warning, not a problem.
     """
-    checked = with_problems = 0
-    vaults: set[Path | None] = set()
+    checked = with_problems = with_warnings = 0
+    prefixes: dict[Path | None, str] = {}
     for path in paths:
         explicit = path.is_file()
         vault = find_vault(path) if path.exists() else None
-        if vault not in vaults:
-            vaults.add(vault)
+        if vault not in prefixes:
             try:
-                config.load(vault)
+                prefixes[vault] = config.load(vault).property_prefix
             except ConfigError as exc:
                 print(str(exc), file=out)
                 with_problems += 1
+                prefixes[vault] = config.Settings.model_fields["property_prefix"].default
         notes = [path] if explicit else list(iter_notes(path, vault)) if path.is_dir() else None
         if notes is None:
             print(f"{path}: no such file or folder", file=out)
@@ -270,12 +272,19 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
                 continue  # an ordinary note, not one of vaultd's
             checked += 1
             try:
-                check_note(note)
+                good = check_note(note)
             except FormatError as exc:
                 with_problems += 1
                 for problem in exc.problems:
                     print(problem.format(str(note_path)), file=out)
-    print(f"vaultd: {checked} notes checked, {with_problems} with problems", file=out)
+                continue
+            found = collisions(note, prefixes[vault], good.plan.measures)
+            with_warnings += bool(found)
+            for collision in found:
+                print(f"{note_path}:{collision.line}: warning: {collision.message} "
+                      f"({collision.hint})", file=out)
+    warned = f", {with_warnings} with warnings" if with_warnings else ""
+    print(f"vaultd: {checked} notes checked, {with_problems} with problems{warned}", file=out)
     return EXIT_FAILED if with_problems else EXIT_OK
 
 

@@ -33,6 +33,7 @@ from vaultd.measures import Measure, declared_ids, parse_measures
 from vaultd.model import ModelReply, ModelRequest
 from vaultd.note import Note, decode, parse
 from vaultd.overrides import Overrides, read_overrides
+from vaultd.properties import Collision, property_changes
 from vaultd.render import (
     Failure,
     Outcome,
@@ -78,6 +79,7 @@ class EngineOptions:
     live_interval: float = 0.25  # at most this often a live (partial) write
     prices: dict[str, Price] = field(default_factory=dict)
     use_cache: bool = True
+    property_prefix: str = "eval_"  # results as properties: <prefix><measure id>
 
 
 class _Restart(Exception):
@@ -284,18 +286,30 @@ class Engine:
         answer_failed = known.get("answer")
         summary = _summary(failed, len(checked.plan.measures), answer_failed)
         asks = session.usage.used or any(m.type == "ai" for m in checked.plan.measures)
-        session.commit(
-            Changes(
+        own = self._final_props(summary if failed else None, session.usage if asks else None)
+        collisions: tuple[Collision, ...] = ()
+
+        def final(current: Note) -> Changes:
+            # decided against the note as it is on disk when written: the user's keys win
+            nonlocal collisions
+            props = property_changes(current, self.options.property_prefix,
+                                     checked.plan.measures, outcomes)
+            collisions = props.collisions
+            return Changes(
                 status="Error" if failed else "Done",
-                properties=self._final_props(summary if failed else None,
-                                             session.usage if asks else None),
+                properties={**own, **props.changes},
                 results=session.rendered(),
                 clear_error=True,
             )
-        )
+
+        session.commit(final)
+        for collision in collisions:
+            log.warning("%s:%d: %s", path, collision.line, collision.message)
+        kept = "".join(f"; {c.message}" for c in collisions)
         if failed:
-            return NoteResult(path, "error", summary, len(outcomes), len(failed), session.usage)
-        return NoteResult(path, "done", f"{len(outcomes)} measures", len(outcomes), 0,
+            return NoteResult(path, "error", summary + kept, len(outcomes), len(failed),
+                              session.usage)
+        return NoteResult(path, "done", f"{len(outcomes)} measures{kept}", len(outcomes), 0,
                           session.usage)
 
     def _generate_answer(self, session: _Session, query: str, overrides: Overrides,
@@ -394,10 +408,14 @@ class _Session:
         except _Restart:
             self.stale = True
 
-    def commit(self, changes: Changes) -> None:
-        """Write ``changes`` into the note as it is on disk now; the user's edits win."""
+    def commit(self, changes: Changes | Callable[[Note], Changes]) -> None:
+        """Write ``changes`` into the note as it is on disk now; the user's edits win.
+
+        ``changes`` may be a function of that note, for changes decided by what it says.
+        """
         for _ in range(MAX_CONFLICTS):
-            text = apply(self.note, changes)
+            wanted = changes(self.note) if callable(changes) else changes
+            text = apply(self.note, wanted)
             new = text.encode("utf-8")
             try:
                 self.engine.writer.write(self.path, self.data, new)

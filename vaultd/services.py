@@ -102,6 +102,7 @@ def open_services(
         live_interval=live_interval,
         prices=dict(settings.prices),
         use_cache=settings.cache,
+        property_prefix=settings.property_prefix,
     )
     try:
         yield Services(Engine(effects, writer, options), writer, problem, recovered, batches)

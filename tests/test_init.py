@@ -128,3 +128,15 @@ def test_every_command_is_in_the_readme_and_has_help() -> None:
     for name, sub in commands.choices.items():  # type: ignore[union-attr]
         assert re.search(rf"^\| `vaultd {name}\b", readme, re.M), name
         assert sub.description, name
+
+
+def test_check_skips_the_templates_folder_from_a_relative_path(
+    vault: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_cli("init", str(vault), capsys=capsys)
+    monkeypatch.chdir(vault / "Templates")
+    assert run_cli("check", "..", capsys=capsys).out.splitlines() == [
+        "vaultd: 0 notes checked, 0 with problems"]
+    monkeypatch.chdir(vault)
+    assert run_cli("check", ".", capsys=capsys).out.splitlines() == [
+        "vaultd: 0 notes checked, 0 with problems"]

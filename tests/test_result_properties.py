@@ -129,6 +129,43 @@ def test_every_scalar_and_list_reads_back_as_itself(value: Any) -> None:
         assert "\n" not in text
 
 
+OUTCOMES = st.one_of(
+    SCALARS.map(Success),
+    st.lists(SCALARS, max_size=3).map(Success),
+    st.sampled_from([Success(None), Success({"a": 1}), Failure("boom"), Skipped("why")]),
+)
+USER_LINES = st.sampled_from([
+    "title: t", "# a comment", "tags:\n  - a\n  - b", "eval_a: mine", "Eval_B: 1  # x",
+    "aliases: []", "desc: |\n  two\n  lines", "",
+])
+
+
+@given(st.lists(USER_LINES, max_size=5),
+       st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), OUTCOMES, max_size=4),
+       st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), OUTCOMES, max_size=4),
+       st.sampled_from(["\n", "\r\n"]))
+@settings(max_examples=150, deadline=None)
+def test_writing_properties_twice_changes_nothing_more(
+    user: list[str], first: dict[str, Outcome], second: dict[str, Outcome], newline: str
+) -> None:
+    text = "---\nStatus: Pending\n" + "".join(line + "\n" for line in user) + "---\nBody\n"
+    text = text.replace("\n", newline)
+    once, _ = run(text, first)
+    twice, _ = run(once, first)
+    assert twice == once
+    later, _ = run(once, second)
+    props = frontmatter(later.replace("\r\n", "\n"))
+    for line in user:  # the user's properties are all still there, as they were
+        assert line.replace("\n", newline) + newline in later
+    written = props.get(RECORD_KEY, [])
+    for measure_id, outcome in second.items():
+        key = f"eval_{measure_id}"
+        if key in written:
+            assert isinstance(outcome, Success) and same(props[key], outcome.value)
+    user_keys = {line.split(":")[0] for line in user if ":" in line}
+    assert {key for key in props if key.lower().startswith("eval_")} <= {*written, *user_keys}
+
+
 def test_keys_are_prefix_and_id() -> None:
     assert property_key("eval_", "poteligeo_position") == "eval_poteligeo_position"
     assert property_key("eval_", "odd.id with space") == "eval_odd_id_with_space"

@@ -78,7 +78,7 @@ def wants_run(path: Path) -> bool:
 def iter_notes(folder: Path, vault: Path | None = None) -> Iterator[Path]:
     """Every note in ``folder`` (the vault, or a folder in ``vault``), folder by folder in
     name order."""
-    templates = templates_folder(folder if vault is None else vault)
+    templates = templates_folder(folder if vault is None else vault).resolve()
     stack = [folder]
     while stack:
         folder = stack.pop()
@@ -93,7 +93,7 @@ def iter_notes(folder: Path, vault: Path | None = None) -> Iterator[Path]:
                 continue
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if Path(entry.path) != templates:
+                    if Path(entry.path).resolve() != templates:  # "." and ".." alike
                         subfolders.append(Path(entry.path))
                 elif entry.name.lower().endswith(".md") and entry.is_file(follow_symlinks=False):
                     yield Path(entry.path)

@@ -152,7 +152,7 @@ def test_every_measure_problem_is_reported_with_its_line() -> None:
     assert (first + 1, "measure `bad id`: field `id`: `bad id` is not a valid id (use letters, "
             "digits and _)") in got
     assert (first, "measure `bad id`: an ai measure needs a `prompt`") in got
-    assert (first + 5, "measure `x`: unknown type `magic` (use `ai` or `programmatic`)") in got
+    assert (first + 5, "measure `x`: unknown type `magic`") in got
     assert (first + 6, "measure: missing required field `id`") in got
     assert any(line == first + 12 and "unknown field `promt`" in m for line, m in got)
     assert any(line == first + 9 and "needs `logic`" in m for line, m in got)

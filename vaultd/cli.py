@@ -15,15 +15,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
-from vaultd import __version__, config, service
+from vaultd import __version__, config, scaffold, service
 from vaultd.cost import Usage
 from vaultd.daemon import run_daemon
 from vaultd.engine import NoteResult, check_note, read_note
 from vaultd.errors import ConfigError, FormatError, NoteReadError, VaultdError
 from vaultd.progress import ProgressBar
+from vaultd.properties import collisions
 from vaultd.services import open_services
 from vaultd.status import format_status, vault_status
-from vaultd.vault import iter_notes, wants_run
+from vaultd.vault import DEFAULT_TEMPLATES, find_vault, iter_notes, wants_run
 
 log = logging.getLogger("vaultd")
 
@@ -104,9 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="only write the unit; do not enable or start it")
 
     check = commands.add_parser("check", help="validate notes without running anything",
-                                description="Validate notes; problems print as file:line.")
+                                description="Validate notes, and the config of the vault they "
+                                "are in; problems print as file:line: message (hint).")
     check.add_argument("paths", type=Path, nargs="+", metavar="PATH",
                        help="notes, or folders to search for notes")
+
+    init = commands.add_parser("init", help="write a vault's config.toml and template note",
+                               description="Write VAULT/.vaultd/config.toml (every setting, "
+                               "commented out at its default) and a template note in the "
+                               "vault's templates folder. Existing files are never "
+                               "overwritten.")
+    init.add_argument("vault", type=Path, metavar="VAULT", help="the vault's folder")
     return parser
 
 
@@ -119,6 +128,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return check_paths(args.paths, out)
         if args.command == "status":
             return status_command(args.vault, out)
+        if args.command == "init":
+            return init_command(args.vault, out)
         if args.command == "service":
             for line in service.install(args.vault, args.unit_dir, start=not args.no_start):
                 print(line, file=out)
@@ -163,6 +174,19 @@ def status_command(vault: Path, out: TextIO) -> int:
         return EXIT_USAGE
     for line in format_status(vault_status(vault)):
         print(line, file=out)
+    return EXIT_OK
+
+
+def init_command(vault: Path, out: TextIO) -> int:
+    if not vault.is_dir():
+        print(f"vaultd: {vault}: not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    for written in scaffold.init_vault(vault):
+        name = _relative(written.path, vault)
+        print(f"wrote {name}" if written.created else f"kept {name} (it exists)", file=out)
+    if scaffold.uses_default_templates(vault):
+        print(f"vaultd: in Obsidian, set the Templates core plugin's folder to "
+              f"{DEFAULT_TEMPLATES} to insert the template", file=out)
     return EXIT_OK
 
 
@@ -219,11 +243,24 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
 
 
 def check_paths(paths: list[Path], out: TextIO) -> int:
-    """Validate notes without running anything: every problem as ``file:line: message``."""
-    checked = with_problems = 0
+    """Validate notes without running anything: every problem as ``file:line: message``.
+
+    The config of the vault each path is in is checked too (once), and gives the property
+    prefix; a measure whose property a user's property holds is a warning, not a problem.
+    """
+    checked = with_problems = with_warnings = 0
+    prefixes: dict[Path | None, str] = {}
     for path in paths:
         explicit = path.is_file()
-        notes = [path] if explicit else list(iter_notes(path)) if path.is_dir() else None
+        vault = find_vault(path) if path.exists() else None
+        if vault not in prefixes:
+            try:
+                prefixes[vault] = config.load(vault).property_prefix
+            except ConfigError as exc:
+                print(str(exc), file=out)
+                with_problems += 1
+                prefixes[vault] = config.Settings.model_fields["property_prefix"].default
+        notes = [path] if explicit else list(iter_notes(path, vault)) if path.is_dir() else None
         if notes is None:
             print(f"{path}: no such file or folder", file=out)
             with_problems += 1
@@ -239,12 +276,19 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
                 continue  # an ordinary note, not one of vaultd's
             checked += 1
             try:
-                check_note(note)
+                good = check_note(note)
             except FormatError as exc:
                 with_problems += 1
                 for problem in exc.problems:
                     print(problem.format(str(note_path)), file=out)
-    print(f"vaultd: {checked} notes checked, {with_problems} with problems", file=out)
+                continue
+            found = collisions(note, prefixes[vault], good.plan.measures)
+            with_warnings += bool(found)
+            for collision in found:
+                print(f"{note_path}:{collision.line}: warning: {collision.message} "
+                      f"({collision.hint})", file=out)
+    warned = f", {with_warnings} with warnings" if with_warnings else ""
+    print(f"vaultd: {checked} notes checked, {with_problems} with problems{warned}", file=out)
     return EXIT_FAILED if with_problems else EXIT_OK
 
 

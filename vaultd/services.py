@@ -109,6 +109,7 @@ def open_services(
         announce_at_start=announce_at_start,
         prices=dict(settings.prices),
         use_cache=settings.cache,
+        property_prefix=settings.property_prefix,
     )
     try:
         yield Services(Engine(effects, writer, options), writer, problem, recovered, batches)

@@ -1,19 +1,49 @@
 """The vault: which files are notes.
 
 A note is a ``*.md`` file inside the vault, outside ``.obsidian/``, ``.trash/``, ``.git/``,
-``.vaultd/`` and every other dot-folder. Symlinked folders are not followed, so a walk
-never leaves the vault.
+``.vaultd/`` and every other dot-folder, and outside the vault's templates folder (a
+template is not a note: the one ``vaultd init`` writes says ``Status: Pending`` so that the
+notes made from it are run). Symlinked folders are not followed, so a walk never leaves
+the vault.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from vaultd.note import parse, split_lines
 
 HEAD_BYTES = 4096  # enough to read a note's frontmatter
+TEMPLATES_SETTINGS = Path(".obsidian") / "templates.json"  # the Templates core plugin's
+DEFAULT_TEMPLATES = "Templates"
+
+
+def templates_folder(vault: Path) -> Path:
+    """The folder Obsidian's Templates plugin inserts from: its ``folder`` setting in
+    ``.obsidian/templates.json``, or ``Templates`` when that is not set (or leaves the vault,
+    or is the vault itself)."""
+    try:
+        data = json.loads((vault / TEMPLATES_SETTINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    folder = data.get("folder") if isinstance(data, dict) else None
+    relative = PurePosixPath(folder.replace("\\", "/").strip().strip("/")) \
+        if isinstance(folder, str) else PurePosixPath()
+    if not relative.parts or ".." in relative.parts:
+        relative = PurePosixPath(DEFAULT_TEMPLATES)
+    return vault.joinpath(*relative.parts)
+
+
+def find_vault(path: Path) -> Path | None:
+    """The vault ``path`` is in: the nearest folder holding ``.obsidian/`` or ``.vaultd/``."""
+    here = path.resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".obsidian").is_dir() or (folder / ".vaultd").is_dir():
+            return folder
+    return None
 
 
 def is_note_path(vault: Path, path: Path) -> bool:
@@ -24,7 +54,9 @@ def is_note_path(vault: Path, path: Path) -> bool:
         return False
     if not parts or not parts[-1].lower().endswith(".md"):
         return False
-    return not any(part.startswith(".") for part in parts)
+    if any(part.startswith(".") for part in parts):
+        return False
+    return templates_folder(vault) not in path.parents
 
 
 def wants_run(path: Path) -> bool:
@@ -43,9 +75,11 @@ def wants_run(path: Path) -> bool:
     return (note.status or "").strip().lower() in ("pending", "processing")
 
 
-def iter_notes(vault: Path) -> Iterator[Path]:
-    """Every note in the vault, folder by folder in name order."""
-    stack = [vault]
+def iter_notes(folder: Path, vault: Path | None = None) -> Iterator[Path]:
+    """Every note in ``folder`` (the vault, or a folder in ``vault``), folder by folder in
+    name order."""
+    templates = templates_folder(folder if vault is None else vault).resolve()
+    stack = [folder]
     while stack:
         folder = stack.pop()
         try:
@@ -59,7 +93,8 @@ def iter_notes(vault: Path) -> Iterator[Path]:
                 continue
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    subfolders.append(Path(entry.path))
+                    if Path(entry.path).resolve() != templates:  # "." and ".." alike
+                        subfolders.append(Path(entry.path))
                 elif entry.name.lower().endswith(".md") and entry.is_file(follow_symlinks=False):
                     yield Path(entry.path)
             except OSError:

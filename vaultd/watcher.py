@@ -4,7 +4,7 @@ Created, modified, closed-after-writing and moved-in files are changes; a folder
 or moved in is searched for notes (its files may predate the watch on it). Reads are not
 changes: watchdog's ``opened`` and ``closed_no_write`` events, which any program reading
 a note causes (Obsidian, a sync client, vaultd itself), are filtered out before they are
-even queued. Dot-folders and non-``.md`` files are ignored.
+even queued. Dot-folders, the templates folder and non-``.md`` files are ignored.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class _Handler(FileSystemEventHandler):
             raw = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
             folder = Path(raw.decode() if isinstance(raw, bytes) else raw)
             if folder == self.vault or is_note_path(self.vault, folder / "x.md"):
-                for path in iter_notes(folder):
+                for path in iter_notes(folder, self.vault):
                     self.changed(path)
 
 

@@ -48,7 +48,7 @@ def test_init_writes_the_config_and_a_template(vault: Path,
 def test_the_template_is_the_seed_s_shape_with_its_four_measures() -> None:
     text = template_note()
     note = parse(text)
-    assert note.is_pending
+    assert note.status == "Draft" and not note.is_pending  # run once the person sets Pending
     assert note.block_text("query", ("text",)) == ""
     assert note.block_text("answer", ("text",)) == ""
     assert measures_of(text) == measures_of(SEED)
@@ -99,9 +99,9 @@ def test_the_template_is_not_a_note_but_a_note_made_from_it_runs(
     template = vault / "Templates" / TEMPLATE_NAME
     before = template.read_bytes()
     note = vault / "Question.md"
-    note.write_text(template_note().replace(
-        "> ```query-text\n> \n", "> ```query-text\n> Which drugs treat Sézary syndrome?\n"),
-        encoding="utf-8")
+    note.write_text(template_note().replace(  # what the person does: the question, then Pending
+        "> ```query-text\n> \n", "> ```query-text\n> Which drugs treat Sézary syndrome?\n"
+    ).replace("Status: Draft\n", "Status: Pending\n"), encoding="utf-8")
     api.rule("Which drugs treat", "Mogamulizumab (Poteligeo) is the usual second line.")
     for contains, reply in SEED_REPLIES.items():
         api.rule(contains, reply)

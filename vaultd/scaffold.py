@@ -2,8 +2,10 @@
 
 Two files: ``.vaultd/config.toml``, every setting commented out at its default (generated
 from :class:`~vaultd.config.Settings`), and a template note in the vault's templates folder
-that Obsidian's Templates plugin inserts: ``Status: Pending``, a query to fill in, an
-empty answer for the answer model to write, and the seed note's four measures.
+that Obsidian's Templates plugin inserts: ``Status: Draft``, a query to fill in, an
+empty answer for the answer model to write, and the seed note's four measures. The person
+writes the question, then sets ``Status: Pending`` (a template inserted as Pending would be
+run, and fail for want of a question, before anyone had typed it).
 """
 
 from __future__ import annotations
@@ -52,10 +54,10 @@ justifying your rating."
 
 
 def template_note() -> str:
-    """The template note, in the seed note's shape: write the question, and it runs."""
+    """The template note, in the seed note's shape: write the question, set Pending."""
     measures = "\n".join(f"> {line}" for line in _SEED_MEASURES.splitlines())
     return (
-        "---\nStatus: Pending\n---\n\n***\n\n"
+        "---\nStatus: Draft\n---\n\n***\n\n"
         "> [!query]\n> ```query-text\n> \n> ```\n\n***\n\n"
         "> [!answer]\n> ```answer-text\n> ```\n\n***\n\n"
         f"> [!measures]-\n> ```measures-md\n{measures}\n> ```\n"

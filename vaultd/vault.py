@@ -2,9 +2,8 @@
 
 A note is a ``*.md`` file inside the vault, outside ``.obsidian/``, ``.trash/``, ``.git/``,
 ``.vaultd/`` and every other dot-folder, and outside the vault's templates folder (a
-template is not a note: the one ``vaultd init`` writes says ``Status: Pending`` so that the
-notes made from it are run). Symlinked folders are not followed, so a walk never leaves
-the vault.
+template is not a note, whatever its Status says). Symlinked folders are not followed, so
+a walk never leaves the vault.
 """
 
 from __future__ import annotations

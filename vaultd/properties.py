@@ -17,6 +17,7 @@ removed when the note is run again.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -83,6 +84,25 @@ def yaml_value(value: Any) -> str | None:
     A list is a block list: its text starts with a line break and holds ``  - item`` lines.
     Every result is read back with ``yaml.safe_load`` and must give the value, typed alike.
     """
+    # The same few values recur across notes (a brand, true, 1): each is worked out once.
+    if isinstance(value, list):
+        if all(isinstance(item, _HASHABLE) for item in value):
+            return _yaml_value_of(("list", tuple((type(v), v) for v in value)))
+    elif isinstance(value, _HASHABLE):
+        return _yaml_value_of(("scalar", ((type(value), value),)))
+    return _yaml_value(value)
+
+
+_HASHABLE = (str, int, float, bool, type(None))
+
+
+@functools.lru_cache(maxsize=4096)
+def _yaml_value_of(frozen: tuple[str, tuple[tuple[type, Any], ...]]) -> str | None:
+    kind, items = frozen
+    return _yaml_value([v for _, v in items] if kind == "list" else items[0][1])
+
+
+def _yaml_value(value: Any) -> str | None:
     if isinstance(value, list):
         items = [_scalar(item) for item in value]
         if any(item is None for item in items):

@@ -105,6 +105,7 @@ class Writer:
         self.vault = Path(vault)
         self.on_written = on_written
         self.journal_dir = self.vault / ".vaultd" / "journal"
+        self._vault_real = Path(os.path.realpath(self.vault))
         self._note_locks = [threading.Lock() for _ in range(_NOTE_LOCKS)]
         self._slots_lock = threading.Lock()  # the free slots, and recovery
         self._free_slots: list[int] = []
@@ -202,7 +203,7 @@ class Writer:
 
     def _locate(self, path: Path) -> tuple[Path, Path, str]:
         """(vault's real path, note's real path, note's path relative to the vault)."""
-        vault_real = Path(os.path.realpath(self.vault))
+        vault_real = self._vault_real
         full = path if path.is_absolute() else self.vault / path
         real = Path(os.path.realpath(full))
         if real == vault_real or not real.is_relative_to(vault_real):

@@ -10,10 +10,10 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vaultd.cost import Price
 from vaultd.errors import ConfigError
@@ -47,11 +47,25 @@ class Settings(BaseModel):
                                "(429, 529, 5xx, timeouts, dropped connections)")
     model_timeout: float = Field(120.0, gt=0, description="seconds to wait for a model reply")
     cache: bool = Field(True, description="reuse stored replies to identical model requests")
+    report_path: str = Field("vaultd report.md", description="the report note `vaultd report` "
+                             "writes, relative to the vault (vaultd.base goes beside it)")
     batch_poll: float = Field(10.0, gt=0, le=3600, description="seconds between looks at a "
                               "submitted batch (--batch)")
     prices: dict[str, Price] = Field(default_factory=dict, description="dollars per million "
                                      "tokens, per model: input, output, cache_read, "
                                      "cache_write")
+
+    @field_validator("report_path")
+    @classmethod
+    def _inside_vault(cls, value: str) -> str:
+        parts = PurePosixPath(value.replace("\\", "/")).parts
+        if not value.strip() or PurePosixPath(value).is_absolute() or ".." in parts:
+            raise ValueError("must be a path inside the vault, relative to it")
+        if any(part.startswith(".") for part in parts):
+            raise ValueError("must not be in a dot-folder (Obsidian does not show those)")
+        if not value.lower().endswith(".md"):
+            raise ValueError("must be a note: a name ending in .md")
+        return value
 
 
 def _env_name(name: str) -> str:

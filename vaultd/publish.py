@@ -106,7 +106,7 @@ def publish(vault: Path, settings: Settings, writer: Writer, *,
     """
     vault = Path(os.path.abspath(vault))
     report, base = report_paths(vault, settings)
-    mine = _is_mine(report, REPORT_MARKER)
+    mine = is_mine(report, REPORT_MARKER)
     if mine is None and only_existing:
         return Publication([Published(report, "absent")])
     if mine is False:
@@ -128,7 +128,7 @@ def publish(vault: Path, settings: Settings, writer: Writer, *,
     return Publication(files, len(gathered.notes), len(measures))
 
 
-def _is_mine(path: Path, marker: str) -> bool | None:
+def is_mine(path: Path, marker: str = REPORT_MARKER) -> bool | None:
     """Whether the file starts with vaultd's marker (None: there is no such file)."""
     try:
         with path.open("rb") as handle:

@@ -36,7 +36,7 @@ from vaultd.report import (
     report_text,
     summarise,
 )
-from vaultd.results import NoteResults, is_finished, note_results
+from vaultd.results import NoteResults, is_evaluated, note_results
 from vaultd.vault import head_status, iter_notes
 from vaultd.writer import Writer
 
@@ -69,7 +69,7 @@ def report_paths(vault: Path, settings: Settings) -> tuple[Path, Path]:
 
 
 def gather(vault: Path, exclude: Path, max_bytes: int) -> Gathered:
-    """Every finished (Done or Error) note's results; ``exclude`` is the report itself."""
+    """Every evaluated (Done or Error) note's results; ``exclude`` is the report itself."""
     notes: list[NoteResults] = []
     waiting = 0
     unreadable: list[str] = []
@@ -91,7 +91,7 @@ def gather(vault: Path, exclude: Path, max_bytes: int) -> Gathered:
         except (OSError, NoteReadError):
             unreadable.append(name)
             continue
-        if is_finished(note):
+        if is_evaluated(note):
             notes.append(note_results(name, note))
     return Gathered(tuple(notes), waiting, tuple(unreadable))
 
@@ -207,8 +207,8 @@ def _write_new(path: Path, data: bytes) -> None:
 def describe(publication: Publication) -> list[str]:
     """One line per file, for people."""
     words = {
-        "created": "written", "updated": "written", "unchanged": "unchanged (already up to "
-        "date)", "absent": "not there", "not_ours": "left alone: changed outside vaultd "
+        "created": "written", "updated": "written", "unchanged": "already up to date",
+        "absent": "not there", "not_ours": "left alone: changed outside vaultd "
         "(delete it to get vaultd's again)",
     }
     covers = f" ({publication.notes} notes, {publication.measures} measures)"

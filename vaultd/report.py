@@ -219,7 +219,9 @@ def _ranked(counts: Counter[str]) -> list[tuple[str, int]]:
 
 def _order(text: str) -> tuple[int, float, str]:
     value = scalar(text)
-    return (0, float(value), text) if _is_number(value) else (1, 0.0, text)  # type: ignore[arg-type]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value), text)
+    return (1, 0.0, text)
 
 
 def _shown(value: str) -> str:
@@ -304,7 +306,8 @@ def _trend(m: MeasureSummary) -> list[str]:
         what, y_range = "% true", (0.0, 100.0)
     else:
         figures = [statistics.fmean(m.months[k]) for k in months]
-        what, y_range = "mean", None
+        values = [v for v, _ in m.numbers]  # the axis spans every value, not just the means
+        what, y_range = "mean", (min(0.0, *values), max(values))
     rows = [[month, str(len(m.months[month])), fmt(value)]
             for month, value in zip(months, figures, strict=True)]
     chart = charts.line(f"{m.id}: {what} by month", months, figures, what, y_range)

@@ -105,8 +105,10 @@ def _reject(name: str) -> object:
     raise ValueError(name)  # NaN and Infinity are not JSON numbers vaultd writes
 
 
-def is_finished(note: Note) -> bool:
-    return (note.status or "").strip().lower() in ("done", "error")
+def is_evaluated(note: Note) -> bool:
+    """Done or Error, and one of vaultd's notes (a task note with ``Status: Done`` is not)."""
+    finished = (note.status or "").strip().lower() in ("done", "error")
+    return finished and bool(note.first("measures") or note.first("evaluation"))
 
 
 def note_results(name: str, note: Note) -> NoteResults:

@@ -15,7 +15,7 @@ from .notes import SEED
     ("9", 9), ("-2.5", -2.5), ("1e3", 1000.0), ("true", True), ("false", False),
     ("null", None), ("N/A", "N/A"), ("Poteligeo", "Poteligeo"), (" 9", " 9"), ("9 ", "9 "),
     ('"9"', '"9"'), ("NaN", "NaN"), ("Infinity", "Infinity"), ("007", "007"), ("", ""),
-    ("[1,2]", "[1,2]"), ("trueish", "trueish"),
+    ("[1,2]", "[1,2]"), ("trueish", "trueish"), ("1e400", "1e400"), ("-1e400", "-1e400"),
 ])
 def test_scalar_reads_what_render_value_wrote(text: str, value: object) -> None:
     got = scalar(text)
@@ -60,3 +60,12 @@ def test_same_labels_are_told_apart_by_order_and_strays_are_counted() -> None:
     assert results.unmatched == 1
     assert results.evaluated == "2025-03-04T05:06:07" and results.month == "2025-03"
     assert results.link == "dir/n"
+
+
+def test_figures_of_the_largest_numbers_do_not_overflow() -> None:
+    from vaultd.report import number_figures
+
+    big = [(1.7e308, "1.7e308"), (1.6e308, "1.6e308")]
+    figures = number_figures(big)
+    assert figures["min"] == "1.6e308" and figures["max"] == "1.7e308"
+    assert figures["mean"] == figures["median"] and len(figures["mean"]) == 309

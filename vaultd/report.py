@@ -20,6 +20,7 @@ without a readable ``Evaluated`` is left out of the trends only.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -126,6 +127,21 @@ def fmt(value: float) -> str:
     return charts.number(value)
 
 
+def mean(values: list[float]) -> float:
+    try:
+        return statistics.fmean(values)
+    except OverflowError:  # a sum past the largest float: divide first
+        return math.fsum(v / len(values) for v in values)
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return ordered[middle - 1] / 2 + ordered[middle] / 2  # halves first: no overflow
+
+
 def share(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else NONE
 
@@ -135,7 +151,7 @@ def number_figures(numbers: list[tuple[float, str]]) -> dict[str, str]:
     values = [v for v, _ in numbers]
     low = min(numbers, key=lambda pair: pair[0])
     high = max(numbers, key=lambda pair: pair[0])
-    return {"mean": fmt(statistics.fmean(values)), "median": fmt(statistics.median(values)),
+    return {"mean": fmt(mean(values)), "median": fmt(median(values)),
             "min": low[1], "max": high[1]}
 
 
@@ -305,7 +321,7 @@ def _trend(m: MeasureSummary) -> list[str]:
         figures = [100 * sum(m.months[k]) / len(m.months[k]) for k in months]
         what, y_range = "% true", (0.0, 100.0)
     else:
-        figures = [statistics.fmean(m.months[k]) for k in months]
+        figures = [mean(m.months[k]) for k in months]
         values = [v for v, _ in m.numbers]  # the axis spans every value, not just the means
         what, y_range = "mean", (min(0.0, *values), max(values))
     rows = [[month, str(len(m.months[month])), fmt(value)]

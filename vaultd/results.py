@@ -16,6 +16,7 @@ number is a number, ``null`` is null, several lines are a list (one item a line)
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -98,6 +99,8 @@ def scalar(text: str) -> Scalar:
         value = json.loads(text, parse_constant=_reject)
     except ValueError:
         return text
+    if isinstance(value, float) and not math.isfinite(value):
+        return text  # 1e400: too large to be a number vaultd wrote
     return value if value is None or isinstance(value, bool | int | float) else text
 
 

@@ -22,9 +22,11 @@ from vaultd.engine import NoteResult, check_note, read_note
 from vaultd.errors import ConfigError, FormatError, NoteReadError, VaultdError
 from vaultd.progress import ProgressBar
 from vaultd.properties import collisions
+from vaultd.publish import describe, publish
 from vaultd.services import open_services
 from vaultd.status import format_status, vault_status
 from vaultd.vault import DEFAULT_TEMPLATES, find_vault, iter_notes, wants_run
+from vaultd.writer import Writer
 
 log = logging.getLogger("vaultd")
 
@@ -104,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--no-start", action="store_true",
                          help="only write the unit; do not enable or start it")
 
+    report = commands.add_parser("report", help="write the report note and the Bases file",
+                                 description="Write the report note (default `vaultd "
+                                 "report.md`) and vaultd.base beside it, from the results in "
+                                 "the vault's finished notes. Only vaultd's own files are "
+                                 "written, and only when their content changed.")
+    report.add_argument("vault", type=Path, metavar="VAULT", help="the vault's folder")
+    report.add_argument("--report-path",
+                        help="the report note, relative to the vault (default: the "
+                        "report_path setting, `vaultd report.md`)")
+
     check = commands.add_parser("check", help="validate notes without running anything",
                                 description="Validate notes, and the config of the vault they "
                                 "are in; problems print as file:line: message (hint).")
@@ -130,6 +142,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return status_command(args.vault, out)
         if args.command == "init":
             return init_command(args.vault, out)
+        if args.command == "report":
+            return report_command(args.vault, args.report_path, out)
         if args.command == "service":
             for line in service.install(args.vault, args.unit_dir, start=not args.no_start):
                 print(line, file=out)
@@ -187,6 +201,17 @@ def init_command(vault: Path, out: TextIO) -> int:
     if scaffold.uses_default_templates(vault):
         print(f"vaultd: in Obsidian, set the Templates core plugin's folder to "
               f"{DEFAULT_TEMPLATES} to insert the template", file=out)
+    return EXIT_OK
+
+
+def report_command(vault: Path, report_path: str | None, out: TextIO) -> int:
+    vault = vault.resolve()
+    if not vault.is_dir():
+        print(f"vaultd: {vault}: not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    settings = config.load(vault, {"report_path": report_path})
+    for line in describe(publish(vault, settings, Writer(vault))):
+        print(f"vaultd: {line}", file=out)
     return EXIT_OK
 
 

@@ -79,10 +79,14 @@ class Settings(BaseModel):
 
     @field_validator("report_path")
     @classmethod
-    def _inside_the_vault(cls, value: str) -> str:
-        path = PurePosixPath(value.replace("\\", "/"))
-        if not value.strip() or path.is_absolute() or ".." in path.parts:
+    def _inside_vault(cls, value: str) -> str:
+        parts = PurePosixPath(value.replace("\\", "/")).parts
+        if not value.strip() or PurePosixPath(value).is_absolute() or ".." in parts:
             raise ValueError("must be a path inside the vault, relative to it")
+        if any(part.startswith(".") for part in parts):
+            raise ValueError("must not be in a dot-folder (Obsidian does not show those)")
+        if not value.lower().endswith(".md"):
+            raise ValueError("must be a note: a name ending in .md")
         return value
 
     @property

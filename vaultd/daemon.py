@@ -5,6 +5,14 @@ queue every note that is ``Pending`` or was left ``Processing`` by a run that di
 tell systemd ``READY=1``. Signal handlers only set a flag; the main thread does the rest.
 Shutdown stops taking work, lets in-flight writes finish and leaves unfinished notes
 ``Pending`` for the next start. A worker thread that dies is replaced.
+
+The report note (``report_path``) is refreshed, with ``vaultd.base`` beside it,
+``REPORT_DELAY`` seconds after notes finish (one refresh for a burst of them), and once
+at start, but only when the report exists already: the daemon never creates it, so a
+vault gets one only when asked (``vaultd report``). The report is not a note to process:
+its file events are ignored (while it carries vaultd's marker), and only finished notes
+ask for a refresh, never a write of the report itself, so the refresh cannot feed on its
+own writes.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from types import FrameType
 
 from vaultd.config import Settings
 from vaultd.engine import NoteResult
+from vaultd.errors import VaultdError
+from vaultd.publish import is_mine, publish, report_paths
+from vaultd.refresh import Debounced
 from vaultd.scheduler import NoteQueue
 from vaultd.service import notify, watchdog_interval
 from vaultd.services import Services, open_services
@@ -30,6 +41,8 @@ from vaultd.watcher import Watcher
 log = logging.getLogger("vaultd.daemon")
 
 STATE_FILE = Path(".vaultd") / "daemon.json"
+REPORT_DELAY = 5.0  # seconds after the last note finished
+REPORT_MAX_WAIT = 30.0  # seconds after the first, while notes keep finishing
 
 
 @dataclass
@@ -50,6 +63,9 @@ class Daemon:
         self._own: dict[Path, tuple[int, int]] = {}  # path -> (size, mtime_ns) vaultd wrote
         self._own_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
+        self.report_path = report_paths(self.vault, settings)[0]
+        self.refresher: Debounced | None = None
+        self._report_warned = False
 
     # -- events -----------------------------------------------------------------------
 
@@ -59,6 +75,8 @@ class Daemon:
 
     def changed(self, path: Path) -> None:
         """A file event: queue the path, unless the file is just as vaultd last wrote it."""
+        if path == self.report_path and self._is_report(path):
+            return
         try:
             st = path.stat()
         except OSError:
@@ -89,6 +107,10 @@ class Daemon:
                 queued = self.scan()
                 log.info("watching %s; %d notes queued", self.vault, queued)
                 self._start_workers(services)
+                self.refresher = Debounced(lambda: self._refresh_report(services),
+                                           REPORT_DELAY, REPORT_MAX_WAIT, name="vaultd-report")
+                self.refresher.start()
+                self.refresher.poke()  # bring an existing report up to date
                 notify("READY=1")
                 notify(f"STATUS=watching; {queued} notes queued")
                 self._main_loop(services)
@@ -96,6 +118,8 @@ class Daemon:
                 notify("STOPPING=1")
                 watcher.stop()
                 self.queue.close()
+                if self.refresher is not None:
+                    self.refresher.close()
                 deadline = time.monotonic() + 10
                 for worker in self._workers:
                     worker.join(max(0.1, deadline - time.monotonic()))
@@ -109,7 +133,7 @@ class Daemon:
         for path in iter_notes(self.vault):
             if self.stop_event.is_set():
                 break
-            if wants_run(path):
+            if wants_run(path) and not (path == self.report_path and self._is_report(path)):
                 self.queue.touch(path, now=True)
                 count += 1
         return count
@@ -157,6 +181,8 @@ class Daemon:
     def _record(self, result: NoteResult) -> None:
         if result.status == "not_pending":
             return
+        if result.status in ("done", "error") and self.refresher is not None:
+            self.refresher.poke()
         name = _relative(result.path, self.vault)
         level = logging.INFO if result.status == "done" else logging.WARNING
         log.log(level, "%s: %s%s", name, result.status,
@@ -168,6 +194,30 @@ class Daemon:
             self.stats.errors += 1
             assert self.stats.last_errors is not None
             self.stats.last_errors = [(name, result.summary), *self.stats.last_errors][:10]
+
+    @staticmethod
+    def _is_report(path: Path) -> bool:
+        """vaultd's report, not a note to process (a user's note at its path still is)."""
+        try:
+            return bool(is_mine(path))
+        except VaultdError:
+            return False
+
+    def _refresh_report(self, services: Services) -> None:
+        """Rewrite the report and base file if they exist and changed (see the docstring)."""
+        try:
+            publication = publish(self.vault, self.settings, services.writer,
+                                  only_existing=True)
+        except VaultdError as exc:
+            log.warning("report: %s", exc)
+            return
+        for item in publication.files:
+            name = _relative(item.path, self.vault)
+            if item.outcome in ("created", "updated"):
+                log.info("report: wrote %s (%d notes)", name, publication.notes)
+            elif item.outcome == "not_ours" and not self._report_warned:
+                self._report_warned = True
+                log.warning("report: %s was not written by vaultd; left as it is", name)
 
     def _write_state(self, running: bool) -> None:
         """What ``vaultd status`` shows of the running daemon."""

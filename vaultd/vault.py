@@ -60,18 +60,25 @@ def is_note_path(vault: Path, path: Path) -> bool:
 
 def wants_run(path: Path) -> bool:
     """Whether the note's Status is Pending or Processing, read from its head alone."""
+    status = head_status(path)
+    return status is None or status in ("pending", "processing")
+
+
+def head_status(path: Path) -> str | None:
+    """The note's Status, lower-cased, read from its head alone ("" for none, or if the file
+    cannot be read); None when the frontmatter runs past the head (read the whole note)."""
     try:
         with path.open("rb") as handle:
             head = handle.read(HEAD_BYTES)
     except OSError:
-        return False
+        return ""
     if not head.lstrip(b"\xef\xbb\xbf").startswith(b"---"):
-        return False
+        return ""
     text = head.decode("utf-8", errors="replace")
     note = parse(text if len(head) < HEAD_BYTES else "".join(split_lines(text)[:-1]))
     if note.frontmatter is None and len(head) == HEAD_BYTES:
-        return True  # frontmatter longer than the head: let the engine read it all
-    return (note.status or "").strip().lower() in ("pending", "processing")
+        return None
+    return (note.status or "").strip().lower()
 
 
 def iter_notes(folder: Path, vault: Path | None = None) -> Iterator[Path]:

@@ -37,6 +37,8 @@ def test_init_writes_the_config_and_a_template(vault: Path,
     assert ran.out.splitlines() == [
         "wrote .vaultd/config.toml",
         f"wrote Templates/{TEMPLATE_NAME}",
+        "wrote vaultd report.md",
+        "wrote vaultd.base",
         "vaultd: in Obsidian, set the Templates core plugin's folder to Templates to insert "
         "the template",
     ]
@@ -69,11 +71,15 @@ def test_init_never_overwrites(vault: Path, capsys: pytest.CaptureFixture[str]) 
     assert (vault / ".vaultd" / "config.toml").read_text(encoding="utf-8") == "workers = 2\n"
 
     (vault / "Templates" / TEMPLATE_NAME).write_text("mine", encoding="utf-8")
+    (vault / "vaultd report.md").write_text("my own report\n", encoding="utf-8")
     ran = run_cli("init", str(vault), capsys=capsys)
     assert ran.code == 0
-    assert ran.out.splitlines()[:2] == ["kept .vaultd/config.toml (it exists)",
-                                        f"kept Templates/{TEMPLATE_NAME} (it exists)"]
+    assert ran.out.splitlines()[:4] == ["kept .vaultd/config.toml (it exists)",
+                                        f"kept Templates/{TEMPLATE_NAME} (it exists)",
+                                        "kept vaultd report.md (it exists)",
+                                        "kept vaultd.base (it exists)"]
     assert (vault / "Templates" / TEMPLATE_NAME).read_text(encoding="utf-8") == "mine"
+    assert (vault / "vaultd report.md").read_text(encoding="utf-8") == "my own report\n"
 
 
 def test_init_uses_the_templates_plugin_s_folder(vault: Path,
@@ -84,7 +90,8 @@ def test_init_uses_the_templates_plugin_s_folder(vault: Path,
     ran = run_cli("init", str(vault), capsys=capsys)
 
     assert ran.out.splitlines() == ["wrote .vaultd/config.toml",
-                                    f"wrote Meta/Tmpl/{TEMPLATE_NAME}"]
+                                    f"wrote Meta/Tmpl/{TEMPLATE_NAME}",
+                                    "wrote vaultd report.md", "wrote vaultd.base"]
     assert (vault / "Meta" / "Tmpl" / TEMPLATE_NAME).is_file()
 
 

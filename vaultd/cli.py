@@ -22,7 +22,7 @@ from vaultd.engine import NoteResult, check_note, read_note
 from vaultd.errors import ConfigError, FormatError, NoteReadError, VaultdError
 from vaultd.progress import ProgressBar
 from vaultd.properties import collisions
-from vaultd.publish import describe, publish
+from vaultd.publish import describe, publish, report_paths
 from vaultd.services import open_services
 from vaultd.status import format_status, vault_status
 from vaultd.vault import DEFAULT_TEMPLATES, find_vault, iter_notes, wants_run
@@ -198,6 +198,16 @@ def init_command(vault: Path, out: TextIO) -> int:
     for written in scaffold.init_vault(vault):
         name = _relative(written.path, vault)
         print(f"wrote {name}" if written.created else f"kept {name} (it exists)", file=out)
+    # The report too: from now on the daemon keeps it up to date (it never creates one).
+    settings = config.load(vault)
+    report, base = report_paths(vault, settings)
+    if report.exists() or base.exists():
+        for path in (report, base):
+            if path.exists():
+                print(f"kept {_relative(path, vault)} (it exists)", file=out)
+    else:
+        for item in publish(vault, settings, Writer(vault)).files:
+            print(f"wrote {_relative(item.path, vault)}", file=out)
     if scaffold.uses_default_templates(vault):
         print(f"vaultd: in Obsidian, set the Templates core plugin's folder to "
               f"{DEFAULT_TEMPLATES} to insert the template", file=out)

@@ -85,9 +85,13 @@ def yaml_value(value: Any) -> str | None:
     Every result is read back with ``yaml.safe_load`` and must give the value, typed alike.
     """
     # The same few values recur across notes (a brand, true, 1): each is worked out once.
+    # A block list is its items' lines, each of which reads back alone as a one-item list.
     if isinstance(value, list):
         if all(isinstance(item, _HASHABLE) for item in value):
-            return _yaml_value_of(("list", tuple((type(v), v) for v in value)))
+            items = [_list_item(type(item).__name__, item) for item in value]
+            if any(item is None for item in items):
+                return None
+            return "".join(f"\n  - {item}" for item in items) if items else "[]"
     elif isinstance(value, _HASHABLE):
         return _yaml_value_of(("scalar", ((type(value), value),)))
     return _yaml_value(value)
@@ -100,6 +104,13 @@ _HASHABLE = (str, int, float, bool, type(None))
 def _yaml_value_of(frozen: tuple[str, tuple[tuple[type, Any], ...]]) -> str | None:
     kind, items = frozen
     return _yaml_value([v for _, v in items] if kind == "list" else items[0][1])
+
+
+@functools.lru_cache(maxsize=4096)
+def _list_item(kind: str, value: Any) -> str | None:
+    """One item of a block list (``kind`` keeps ``1`` and ``True`` apart in the cache)."""
+    text = _yaml_value([value])  # "\n  - item", read back as a whole
+    return text.removeprefix("\n  - ") if text else None
 
 
 def _yaml_value(value: Any) -> str | None:

@@ -223,8 +223,9 @@ class _Flight:
 
 
 def worth_storing(reply: ModelReply) -> bool:
-    """A reply that is complete and says something (a truncated one would be reused forever)."""
-    return reply.stop_reason != "max_tokens" and bool(reply.text.strip())
+    """A reply that is complete and says something (a truncated one would be reused forever,
+    and so would a refusal)."""
+    return reply.stop_reason not in ("max_tokens", "refusal") and bool(reply.text.strip())
 
 
 class CachedModel:

@@ -312,6 +312,44 @@ def _connection_cause(exc: BaseException) -> str:
     return text[:1].lower() + text[1:]
 
 
+MALFORMED = "the model API sent a malformed reply"
+
+
+def _count(usage: object, name: str) -> int:
+    value = getattr(usage, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _read_message(message: object, model: str) -> ModelReply:
+    """The reply in a parsed 200 response; :class:`ValueError` saying why it is not a message.
+
+    The SDK parses leniently (a body of the wrong shape still "parses"), so every field
+    vaultd uses is checked here, at the edge, rather than trusted further in."""
+    content = getattr(message, "content", None)
+    if not isinstance(content, list):
+        raise ValueError("not a message (no content list)")
+    texts: list[str] = []
+    for block in content:
+        if getattr(block, "type", None) != "text":
+            continue
+        text = getattr(block, "text", None)
+        if not isinstance(text, str):
+            raise ValueError("a text block without text")
+        texts.append(text)
+    usage = getattr(message, "usage", None)
+    stop = getattr(message, "stop_reason", None)
+    named = getattr(message, "model", None)
+    return ModelReply(
+        text="".join(texts),
+        input_tokens=_count(usage, "input_tokens"),
+        output_tokens=_count(usage, "output_tokens"),
+        stop_reason=stop if isinstance(stop, str) else None,
+        cache_read_tokens=_count(usage, "cache_read_input_tokens"),
+        cache_write_tokens=_count(usage, "cache_creation_input_tokens"),
+        model=named if isinstance(named, str) and named else model,
+    )
+
+
 def _attempts(n: int) -> str:
     return f"{n} attempt" if n == 1 else f"{n} attempts"
 
@@ -474,19 +512,14 @@ class AnthropicModel:
                 return _Failure(f"cannot reach the model API at {self.base_url}: {cause}", True)
             except anthropic.AnthropicError as exc:
                 return _Failure(f"model request failed: {_one_line(str(exc))}")
+            except ValueError:  # the SDK's json.loads of a 200 reply's body
+                return _Failure(f"{MALFORMED}: the body is not JSON")
         finally:
             self._settle(probe, accepted=accepted, refused=refused)
-        text = "".join(block.text for block in message.content if block.type == "text")
-        usage = message.usage
-        return ModelReply(
-            text=text,
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            stop_reason=message.stop_reason,
-            cache_read_tokens=(usage.cache_read_input_tokens or 0) if usage else 0,
-            cache_write_tokens=(usage.cache_creation_input_tokens or 0) if usage else 0,
-            model=message.model or str(params.get("model", "")),
-        )
+        try:
+            return _read_message(message, str(params.get("model", "")))
+        except ValueError as exc:
+            return _Failure(f"{MALFORMED}: {exc}")
 
     def _status_failure(self, exc: anthropic.APIStatusError) -> _Failure:
         headers = exc.response.headers

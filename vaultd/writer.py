@@ -44,6 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from vaultd.errors import WriteConflict, WriteError
+from vaultd.vault import LinkError, locate, open_note
 
 __all__ = ["CRASH_EXIT_CODE", "CRASH_POINTS", "Outcome", "Recovery", "Writer"]
 
@@ -116,22 +117,9 @@ class Writer:
             self._write(Path(path), bytes(expected), bytes(new))
 
     def _write(self, path: Path, expected: bytes, new: bytes) -> None:
-        vault_real, real, rel = self._locate(path)
-        try:
-            st = os.lstat(real)
-        except FileNotFoundError:
-            raise WriteConflict(None) from None
-        except OSError as exc:
-            raise _os_error(path, exc) from exc
-        if not stat.S_ISREG(st.st_mode):
-            raise WriteError(f"{path}: not a regular file")
-
-        try:
-            fd = os.open(real, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise WriteConflict(None) from None
-        except OSError as exc:
-            raise _os_error(path, exc) from exc
+        vault_real, rel = self._locate(path)
+        self._finish_pending(path, vault_real, rel)
+        fd = _open_note(vault_real, rel, path)
         try:
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -169,18 +157,36 @@ class Writer:
         finally:
             os.close(fd)
 
-    def _locate(self, path: Path) -> tuple[Path, Path, str]:
-        """(vault's real path, note's real path, note's path relative to the vault)."""
-        vault_real = Path(os.path.realpath(self.vault))
-        full = path if path.is_absolute() else self.vault / path
-        real = Path(os.path.realpath(full))
-        if real == vault_real or not real.is_relative_to(vault_real):
-            if real != Path(os.path.abspath(full)):
-                raise WriteError(f"{path}: resolves to {real}, outside the vault {vault_real}")
-            raise WriteError(f"{path}: not inside the vault {vault_real}")
-        if real.is_relative_to(vault_real / ".vaultd"):
+    def _locate(self, path: Path) -> tuple[Path, str]:
+        """(vault's real path, note's path relative to it); see :func:`vault.locate`."""
+        found = locate(self.vault, path)
+        if found is None:
+            raise WriteError(f"{path}: not inside the vault {os.path.realpath(self.vault)}")
+        if found[1].split("/", 1)[0] == ".vaultd":
             raise WriteError(f"{path}: is inside vaultd's own directory")
-        return vault_real, real, real.relative_to(vault_real).as_posix()
+        return found
+
+    def _finish_pending(self, path: Path, vault_real: Path, rel: str) -> None:
+        """Complete an earlier write of this note that failed and could not be undone.
+
+        Such an entry stays in the journal for :meth:`recover`; a later write must not
+        overwrite it (and with it the only copy of the new bytes), nor start from a torn note.
+        """
+        entry_path = vault_real / ".vaultd" / "journal" / _entry_name(rel)
+        if not os.path.lexists(entry_path):
+            return
+        try:
+            entry = _read_entry(entry_path)
+        except _BadEntry as exc:
+            log.warning("journal entry %s is unusable (%s); removed", entry_path, exc)
+            _remove(entry_path)
+            return
+        outcome, detail, keep = self._recover_one(vault_real, entry)
+        log.warning("journal: %s: %s %s", path, outcome, detail)
+        if keep:
+            raise WriteError(f"{path}: an earlier write is not finished: {detail}",
+                             transient=True)
+        _remove(entry_path)
 
     def _journal(self, path: Path, vault_real: Path, rel: str, old: bytes, new: bytes) -> Path:
         """Durably record the write; returns the entry's path. The note is not touched."""
@@ -204,7 +210,8 @@ class Writer:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise WriteError(
-                f"{path}: cannot write the journal in {jdir}: {exc.strerror or exc}"
+                f"{path}: cannot write the journal in {jdir}: {exc.strerror or exc}",
+                transient=True,
             ) from exc
         return entry
 
@@ -270,18 +277,14 @@ class Writer:
 
     def _recover_one(self, vault_real: Path, entry: _Entry) -> tuple[Outcome, str, bool]:
         """(outcome, detail, keep the entry) for one valid entry."""
-        full = vault_real / entry.rel
-        real = Path(os.path.realpath(full))
-        if not real.is_relative_to(vault_real):
-            return "left_alone", "the path now leads outside the vault; not followed", False
         try:
-            fd = os.open(full, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
+            fd = _open_note(vault_real, entry.rel, vault_real / entry.rel)
+        except WriteConflict:
             return "missing", "the note no longer exists", False
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EISDIR):
+        except WriteError as exc:
+            if not exc.transient:
                 return "left_alone", "the path is no longer a regular file", False
-            return "left_alone", f"cannot open: {exc.strerror}; entry kept for a retry", True
+            return "left_alone", f"cannot open: {exc}; entry kept for a retry", True
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return "left_alone", "the path is no longer a regular file", False
@@ -389,8 +392,32 @@ def _remove(path: Path) -> None:
         log.warning("could not remove journal entry %s: %s", path, exc.strerror or exc)
 
 
+# OS errors that say nothing about the note itself: the same write may succeed later.
+TRANSIENT_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
+    errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.EMFILE, errno.ENFILE, errno.ENOMEM,
+    errno.ETXTBSY,
+})
+_NOT_FOLLOWED = "is a symbolic link, or inside a linked folder: vaultd does not write through links"
+
+
 def _os_error(path: Path, exc: OSError) -> WriteError:
-    return WriteError(f"{path}: {exc.strerror or exc}")
+    return WriteError(f"{path}: {exc.strerror or exc}", transient=exc.errno in TRANSIENT_ERRNOS)
+
+
+def _open_note(vault_real: Path, rel: str, path: Path) -> int:
+    """The note opened for reading and writing, through no link (:func:`vault.open_note`);
+    :class:`WriteConflict` (``None``) if it is not there."""
+    try:
+        return open_note(vault_real, rel, os.O_RDWR | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise WriteConflict(None) from None
+    except LinkError:
+        raise WriteError(f"{path}: {_NOT_FOLLOWED}") from None
+    except OSError as exc:
+        if exc.errno in (errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
+            raise WriteError(f"{path}: not a regular file") from None
+        raise _os_error(path, exc) from exc
 
 
 def _entry_name(rel: str) -> str:

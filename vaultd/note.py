@@ -115,7 +115,7 @@ class Property:
         text = f"{self.raw_value}\n{self.more}\n" if self.more else self.raw_value
         try:
             return yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):  # PyYAML recurses once per level
             return None
 
 

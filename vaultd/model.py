@@ -95,10 +95,32 @@ def credentials_problem() -> str | None:
     except anthropic.AnthropicError as exc:
         return f"no usable API credentials: {' '.join(str(exc).split())}"
     try:
+        for what, value in (("ANTHROPIC_API_KEY", client.api_key),
+                            ("ANTHROPIC_AUTH_TOKEN", client.auth_token)):
+            if isinstance(value, str) and not _sendable(value):
+                # httpx would refuse the header, quoting the key in its error message
+                return (f"the key in {what} has a space, a line break or another control "
+                        "character in it: remove it")
         found = client.api_key or client.auth_token or client.credentials
         return None if found else NO_KEY
     finally:
         client.close()
+
+
+def _sendable(secret: str) -> bool:
+    return bool(secret) and all(ch.isprintable() and not ch.isspace() for ch in secret)
+
+
+REDACTED = "[API key]"
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret (and every long word of one) replaced by ``[API key]``."""
+    for secret in secrets:
+        for part in (secret, secret.strip(), *secret.split()):
+            if len(part) >= 8:
+                text = text.replace(part, REDACTED)
+    return text
 
 
 class NoKeyModel:
@@ -399,6 +421,9 @@ class AnthropicModel:
         if api_key is not None:
             extra["api_key"] = api_key
         self._client = anthropic.Anthropic(max_retries=0, timeout=timeout, **extra)
+        # never in a message, whatever an error or a misbehaving server quotes back
+        self._secrets = tuple(value for value in (self._client.api_key, self._client.auth_token)
+                              if isinstance(value, str) and value)
         self._random = random.Random()
         self._lock = threading.Lock()  # the counters
         self._auth = threading.Condition()
@@ -430,11 +455,11 @@ class AnthropicModel:
             if self.gate.closed:
                 raise ModelError(CLOSED)
             if not outcome.retryable:
-                raise ModelError(outcome.message)
+                raise ModelError(redact(outcome.message, self._secrets))
             if retry >= self.max_retries:
                 attempts = retry + 1
                 suffix = f" — gave up after {_attempts(attempts)}" if attempts > 1 else ""
-                raise ModelError(outcome.message + suffix)
+                raise ModelError(redact(outcome.message + suffix, self._secrets))
             if outcome.pause is None:  # else the gate holds every thread for that pause
                 self.gate.sleep(self._backoff(retry))
             retry += 1
@@ -500,7 +525,8 @@ class AnthropicModel:
                 message = raw.parse()
             except anthropic.APIStatusError as exc:
                 if exc.status_code == 401:
-                    refused = f"the API key was refused (401): {_message(exc)}"
+                    refused = redact(f"the API key was refused (401): {_message(exc)}",
+                                     self._secrets)
                     return _Failure(refused)
                 # a 4xx other than 401 answers the request itself: the key got through
                 accepted = exc.status_code < 500

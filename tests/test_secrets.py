@@ -32,6 +32,15 @@ def assert_no_key(data: bytes, where: object) -> None:
         assert form.encode() not in data, f"the API key is in {where}"
 
 
+def sandbox_workers(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if b"vaultd._sandbox_child" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found
+
+
 @pytest.fixture
 def keyed(api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch) -> FakeMessagesAPI:
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
@@ -62,6 +71,10 @@ def test_the_key_is_in_no_note_log_cache_journal_or_state_file(
         wait_for(note_says(seed, "Status: Done"), what="the seed done")
         wait_for(note_says(echo, "Status: Error"), what="the echo note done")
         wait_for(lambda: (vault / ".vaultd" / "daemon.json").exists(), what="daemon.json")
+        workers = sandbox_workers(proc.proc.pid)
+        assert workers  # the seed's programmatic measures ran in them
+        for pid in workers:  # a worker has no use for the key: it does not hold it
+            assert_no_key(Path(f"/proc/{pid}/environ").read_bytes(), f"worker {pid}'s environment")
         assert proc.stop() == 0
         log = proc.log()
     assert all(r.api_key == KEY for r in keyed.message_requests())  # it was really used

@@ -149,3 +149,19 @@ def test_a_key_with_a_line_break_is_refused_before_it_is_sent(
     assert api.requests == []
     for data in ((ran.out + ran.err).encode(), text.encode()):
         assert_no_key(data, "the output or the note")
+
+
+def test_an_echoed_key_is_redacted_in_batch_errors_too(
+    vault: Path, keyed: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VAULTD_BATCH_POLL", "0.1")
+    echo = vault / "echo.md"
+    echo.write_text(note_with_measures(["* ---", "  * id: echo", "  * type: ai",
+                                        "  * prompt: ECHO"]), encoding="utf-8")
+    ran = run_cli("run", str(vault), "--once", "--batch", capsys=capsys)
+    assert ran.code == 1
+    text = echo.read_text(encoding="utf-8")
+    assert "[API key]" in text
+    for data in ((ran.out + ran.err).encode(), text.encode()):
+        assert_no_key(data, "the output or the note")

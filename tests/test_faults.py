@@ -98,6 +98,30 @@ def test_disk_full_leaves_the_note_whole_and_the_write_is_retried(
         assert proc.stop() == 0
 
 
+def test_disk_full_mid_run_keeps_the_note_processing_and_it_is_run_again(
+    disk: Path, api: FakeMessagesAPI
+) -> None:
+    api.rule("SLOW", Reply(text='"late"', delay=1.5))
+    vault = disk / "vault"
+    vault.mkdir()
+    note = vault / "n.md"
+    original = note_with_measures(SLOW_AI)
+    note.write_text(original, encoding="utf-8")
+    processing = original.replace("Status: Pending", "Status: Processing", 1).encode("utf-8")
+    with DaemonProcess(vault, "--settle", "0.1", env=FAST_RETRY) as proc:
+        proc.wait_ready()
+        assert api.wait_for_requests(1, timeout=60)  # running: Processing is on disk
+        fill(disk / "filler")  # the disk fills while the model thinks
+        wait_for(lambda: log_says(proc, "(try 2 of 8)"), what="the final write failing")
+        assert note.read_bytes() == processing  # whole: the last version vaultd wrote
+        assert log_says(proc, f"n.md: error: could not write the note: {note}: cannot write "
+                              "the journal in ", ": No space left on device")
+        (disk / "filler").unlink()
+        wait_for(note_says(note, DONE, "> late\n> ```"), what="the note done once there is room")
+        assert note.read_text(encoding="utf-8").count("[!evaluation]") == 1
+        assert proc.stop() == 0
+
+
 def test_disk_full_mid_write_puts_the_old_bytes_back(disk: Path) -> None:
     """The journal entry fits, the note's growth does not: the in-place write fails half way
     and the writer restores the old bytes (in the blocks the note already had)."""
@@ -126,6 +150,9 @@ def test_permission_denied_on_the_note(vault: Path, api: FakeMessagesAPI) -> Non
     original = programmatic_note()
     note.write_text(original, encoding="utf-8")
     note.chmod(0o444)
+    hidden = vault / "unreadable.md"
+    hidden.write_text(original, encoding="utf-8")
+    hidden.chmod(0o000)
     with DaemonProcess(vault, "--settle", "0.1", env=FAST_RETRY,
                        prefix=obeying_permissions()) as proc:
         proc.wait_ready()
@@ -134,6 +161,10 @@ def test_permission_denied_on_the_note(vault: Path, api: FakeMessagesAPI) -> Non
         assert log_says(proc, f"n.md: error: could not write the note: {note}: "
                               "Permission denied")
         assert note.read_bytes() == original.encode("utf-8")
+        assert log_says(proc, f"unreadable.md: unreadable: {hidden}: cannot read: "
+                              "Permission denied")
+        hidden.chmod(0o600)  # the user fixes this one too
+        wait_for(note_says(hidden, DONE, JS_DONE), what="the unreadable note done")
         assert proc.proc.poll() is None
         note.chmod(0o644)  # the user fixes it: the change of mode is an event, too
         wait_for(note_says(note, DONE, JS_DONE), what="the note done once writable")

@@ -33,12 +33,17 @@ def is_note_path(vault: Path, path: Path) -> bool:
 
 
 def wants_run(path: Path) -> bool:
-    """Whether the note's Status is Pending or Processing, read from its head alone."""
+    """Whether the note's Status is Pending or Processing, read from its head alone.
+
+    A note that cannot be read (a permission) counts as wanting a run, so that the run says
+    why it cannot be read instead of passing over it in silence."""
     try:
         with path.open("rb") as handle:
             head = handle.read(HEAD_BYTES)
-    except OSError:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return False
+    except OSError:
+        return True
     if not head.lstrip(b"\xef\xbb\xbf").startswith(b"---"):
         return False
     text = head.decode("utf-8", errors="replace")

@@ -66,7 +66,7 @@ def test_symbolic_links_are_never_followed_nor_written_through(
 
 NAMES = ["--help.md", "-rf.md", "-.md", "my note (draft) ✓.md", "ノート.md", "Ünïcödé.md",
          "tab\there.md", "new\nline.md", "'quoted' \"double\" $HOME `cmd`.md", " leading.md",
-         "trailing .md", "a;b|c&d.md"]
+         "trailing .md", "a;b|c&d.md", os.fsdecode(b"latin-1 caf\xe9.md")]  # not UTF-8
 
 
 def test_odd_file_names(vault: Path, api: FakeMessagesAPI,

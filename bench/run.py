@@ -240,9 +240,9 @@ class Bench:
     def concurrency(self) -> None:
         n = self.sizes.concurrency_notes
         self._concurrency_run("2", n, ["--concurrency", str(CONCURRENCY)], judged=True)
-        # the same with as many note workers as request slots: shows what limits figure 2
-        self._concurrency_run("2x", n, ["--concurrency", str(CONCURRENCY),
-                                        "--workers", str(CONCURRENCY)], judged=False)
+        # the same over figure 1's note count: how much of figure 2 is the fixed start-up cost
+        self._concurrency_run("2x", self.sizes.throughput_notes,
+                              ["--concurrency", str(CONCURRENCY)], judged=False)
 
     def _concurrency_run(self, figure: str, n: int, flags: list[str], judged: bool) -> None:
         vault = self.tmp / f"concurrency-{figure}"
@@ -281,10 +281,13 @@ class Bench:
             "requests", str(peak) if ok else f"{peak} (vaultd failed)",
             f"<= {CONCURRENCY}", ok and peak <= CONCURRENCY, {}))
         if timing:
+            span = timing["last_request_s"] + MODEL_DELAY - timing["first_request_s"]
             self.notes.append(
                 f"Figure {figure}: the first model request arrived {timing['first_request_s']:.2f}"
                 f" s after the process started, the last at {timing['last_request_s']:.2f} s "
-                f"(+{MODEL_DELAY} s to answer); the process exited at {run.wall:.2f} s.")
+                f"(+{MODEL_DELAY} s to answer); the process exited at {run.wall:.2f} s. From "
+                f"the first request to the last answer: {span:.2f} s = {span / floor:.2f} x "
+                "floor.")
         if not ok:
             self.notes.append(f"Figure {figure}: exit code {run.returncode}; output tail:\n"
                               f"```\n{run.tail()}\n```")

@@ -12,11 +12,24 @@ from .fakeapi import FakeMessagesAPI, Reply
 from .notes import SEED, SEED_REPLIES, note_with_measures, programmatic_note
 
 COMMENT = "Named as the preferred second-line option."
+SEED_PROPERTIES = [
+    "eval_mentioned_treatments:",
+    "  - Poteligeo",
+    "eval_poteligeo_mentioned: true",
+    "eval_poteligeo_position: 1",
+    "eval_recommendation_strength: 9",
+    "vaultd_properties:",
+    "  - eval_mentioned_treatments",
+    "  - eval_poteligeo_mentioned",
+    "  - eval_poteligeo_position",
+    "  - eval_recommendation_strength",
+]
 
 
 def seed_done() -> str:
-    """The seed note as vaultd leaves it (without the Evaluated line)."""
-    done = SEED.replace("Status: Pending\n", "Status: Done\n", 1)
+    """The seed note as vaultd leaves it (without the Evaluated line, tokens and cost)."""
+    properties = "".join(line + "\n" for line in SEED_PROPERTIES)
+    done = SEED.replace("Status: Pending\n", "Status: Done\n" + properties, 1)
     return done + f"\n> {COMMENT}"
 
 
@@ -44,7 +57,8 @@ def test_seed_note_end_to_end(vault: Path, api: FakeMessagesAPI,
     assert without_timestamp(after) == seed_done()
     frontmatter = after.split("\n---\n")[0].splitlines()
     assert frontmatter[:2] == ["---", "Status: Done"]
-    assert frontmatter[3:] == ["tokens_in: 3447", "tokens_out: 21", "cost_usd: 0.010656"]
+    assert frontmatter[3:] == ["tokens_in: 3447", "tokens_out: 21", "cost_usd: 0.010656",
+                               *SEED_PROPERTIES]
     assert frontmatter[2].startswith("Evaluated: 20")
     assert len(api.message_requests()) == 2
     for request in api.message_requests():
@@ -130,9 +144,11 @@ def test_bytes_vaultd_does_not_own_are_kept(vault: Path, api: FakeMessagesAPI,
         ">   type: programmatic\r\n> ```\r\n\r\n"
         "> [!evaluation-result]\r\n> ```evaluation-result-text\r\n> 2\r\n> ```"
     )
-    expected = expected.replace("  - drugs\r\n---", "  - drugs\r\nEvaluated: X\r\n---")
+    expected = expected.replace("  - drugs\r\n---", (
+        "  - drugs\r\nEvaluated: X\r\neval_names:\r\n  - Poteligeo\r\n  - Adcetris\r\n"
+        "eval_count: 2\r\nvaultd_properties:\r\n  - eval_names\r\n  - eval_count\r\n---"))
     got = note.read_bytes().decode("utf-8")
-    got = without_timestamp(got).replace("  - drugs\r\n---", "  - drugs\r\nEvaluated: X\r\n---")
+    got = without_timestamp(got).replace("  - drugs\r\neval_", "  - drugs\r\nEvaluated: X\r\neval_")
     assert got == expected
 
 
@@ -153,7 +169,8 @@ def test_generated_answer_is_written_after_the_query(
 
     text = without_timestamp(note.read_text(encoding="utf-8"))
     assert text == (
-        "---\nStatus: Done\n---\n\n***\n\n> [!query]\n> ```query-text\n"
+        "---\nStatus: Done\neval_length: 4\nvaultd_properties:\n  - eval_length\n---\n\n"
+        "***\n\n> [!query]\n> ```query-text\n"
         "> Which drugs treat Sézary syndrome?\n> ```\n\n***\n\n"
         "> [!answer]\n> ```answer-text\n> Mogamulizumab works.\n> \n> Ask your doctor.\n> ```\n"
         "\n***\n\n> [!measures]-\n"
@@ -201,11 +218,14 @@ def test_invalid_note_gets_error_callout_and_nothing_else_changes(
     assert ran.code == 1
     after = without_timestamp(note.read_text(encoding="utf-8"))
     assert after == text.replace("Status: Pending\n", (
-        'Status: Error\nError: "2 problem(s): line 12: the measures form a cycle: a → b → a"\n'
+        'Status: Error\nError: "2 problem(s): line 12: the measures form a cycle: a → b → a '
+        '(one of them must not take the next as its input)"\n'
     )) + (
         "\n***\n\n> [!error] vaultd could not run this note\n> ```error-text\n"
-        "> line 12: the measures form a cycle: a → b → a\n"
-        "> line 22: measure `c`: an ai measure needs a `prompt`\n> ```\n"
+        "> line 12: the measures form a cycle: a → b → a (one of them must not take the next "
+        "as its input)\n"
+        "> line 22: measure `c`: an ai measure needs a `prompt` (add `* prompt: \"...\"`, the "
+        "instruction to the model)\n> ```\n"
     )
     assert api.requests == []
 
@@ -357,7 +377,8 @@ def test_check_reports_file_and_line(vault: Path, capsys: pytest.CaptureFixture[
 
     assert ran.code == 1
     assert ran.out.splitlines() == [
-        f"{bad}:12: measure `a`: an ai measure needs a `prompt`",
+        f'{bad}:12: measure `a`: an ai measure needs a `prompt` (add `* prompt: "..."`, the '
+        "instruction to the model)",
         "vaultd: 2 notes checked, 1 with problems",
     ]
     assert bad.read_bytes() == before
@@ -393,7 +414,8 @@ def test_crash_mid_write_then_restart_finishes_the_note(vault: Path, no_key: Non
     text = note.read_text(encoding="utf-8")
     assert "Status: Done" in text and "> 23\n> ```" in text
     assert text.count("[!evaluation]") == 1
-    assert list((vault / ".vaultd" / "journal").iterdir()) == []
+    journal = vault / ".vaultd" / "journal"
+    assert [p for p in journal.iterdir() if p.stat().st_size] == []  # only free slots left
 
 
 def test_relative_vault_path(vault: Path, no_key: None, monkeypatch: pytest.MonkeyPatch,

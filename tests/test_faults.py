@@ -9,7 +9,9 @@ without the capabilities that let root ignore them), the crash is a real process
 
 from __future__ import annotations
 
+import base64
 import errno
+import json
 import os
 import shutil
 import signal
@@ -38,6 +40,15 @@ DONE = "Status: Done"
 JS_DONE = "> 23\n> ```"  # the programmatic note's result: the answer's length
 FAST_RETRY = {"VAULTD_WRITE_RETRY": "0.3"}
 SLOW_AI = ["* ---", "  * id: slow", "  * type: ai", "  * prompt: SLOW"]
+
+
+def journal_entries(vault: Path) -> list[bytes]:
+    """The new text of every write the journal holds (empty slots are free ones)."""
+    found = []
+    for entry in sorted((vault / ".vaultd" / "journal").iterdir()):
+        if entry.stat().st_size:
+            found.append(base64.b64decode(json.loads(entry.read_bytes())["new"]))
+    return found
 
 
 def rewrite_in_place(path: Path, text: str) -> None:
@@ -93,7 +104,7 @@ def test_disk_full_leaves_the_note_whole_and_the_write_is_retried(
         assert proc.proc.poll() is None
         (disk / "filler").unlink()
         wait_for(note_says(note, DONE, JS_DONE), what="the note done once there is room")
-        assert list((vault / ".vaultd" / "journal").iterdir()) == []
+        assert journal_entries(vault) == []
         still_works(proc, vault)
         assert proc.stop() == 0
 
@@ -139,7 +150,7 @@ def test_disk_full_mid_write_puts_the_old_bytes_back(disk: Path) -> None:
     assert str(info.value) == f"{note}: No space left on device"
     assert info.value.transient
     assert note.read_bytes() == old
-    assert list((vault / ".vaultd" / "journal").iterdir()) == []
+    assert journal_entries(vault) == []
     (disk / "filler").unlink()
     Writer(vault).write(note, old, new)
     assert note.read_bytes() == new
@@ -189,7 +200,7 @@ def test_journal_folder_unwritable(vault: Path, api: FakeMessagesAPI) -> None:
         assert proc.proc.poll() is None
         journal.chmod(0o700)  # nothing happens to the note: only the retry finds out
         wait_for(note_says(note, DONE, JS_DONE), what="the note done once the journal works")
-        assert list(journal.iterdir()) == []
+        assert journal_entries(vault) == []
         assert proc.stop() == 0
 
 
@@ -269,7 +280,7 @@ def test_daemon_crash_mid_write_then_restart_finishes_the_note(
         assert on_disk == processing
     else:  # a real torn note: part new, part old
         assert on_disk not in (original.encode("utf-8"), processing)
-    assert len(list((vault / ".vaultd" / "journal").iterdir())) == 1
+    assert len(journal_entries(vault)) == 1
     with DaemonProcess(vault) as proc:
         proc.wait_ready()
         wait_for(note_says(note, DONE, JS_DONE), what="the note done after the restart")
@@ -277,7 +288,7 @@ def test_daemon_crash_mid_write_then_restart_finishes_the_note(
         assert proc.stop() == 0
     text = note.read_text(encoding="utf-8")
     assert text.count("[!evaluation]") == 1 and text.startswith("---\nStatus: Done\n")
-    assert list((vault / ".vaultd" / "journal").iterdir()) == []
+    assert journal_entries(vault) == []
 
 
 def test_a_failed_restore_is_completed_before_the_next_write(
@@ -303,19 +314,26 @@ def test_a_failed_restore_is_completed_before_the_next_write(
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         return real(fd, data, offset)
 
+    writer = Writer(vault)
+    other = vault / "other.md"
+    other.write_bytes(old)
     monkeypatch.setattr(os, "pwrite", failing)
     with pytest.raises(WriteError) as info:
-        Writer(vault).write(note, old, new)
+        writer.write(note, old, new)
     assert str(info.value) == f"{note}: Input/output error" and info.value.transient
     torn = note.read_bytes()
     assert torn == new[:PAGE] + old[PAGE:]
     monkeypatch.undo()
-    later = Writer(vault)  # as the daemon's retry: it still expects the old bytes
+    writer.write(other, old, b"other")  # another note's write must not take the held slot
+    assert journal_entries(vault) == [new]
+    # the daemon's retry of the note: it still expects the old bytes
     with pytest.raises(WriteError) as conflict:
-        later.write(note, old, b"anything")
+        writer.write(note, old, b"anything")
     assert getattr(conflict.value, "current", None) == new
     assert note.read_bytes() == new
-    assert list((vault / ".vaultd" / "journal").iterdir()) == []
+    assert journal_entries(vault) == []
+    writer.write(note, new, b"and on")
+    assert note.read_bytes() == b"and on"
 
 
 # -- faults from the model API --------------------------------------------------------------

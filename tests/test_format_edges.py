@@ -39,10 +39,10 @@ def nl(text: str, newline: str) -> str:
     return text.replace("\n", newline)
 
 
-def problems_of(note: Note) -> list[tuple[int | None, str]]:
+def problems_of(note: Note, hints: bool = False) -> list[tuple[int | None, str]]:
     with pytest.raises(FormatError) as caught:
         check_note(note)
-    return [(p.line, p.message) for p in caught.value.problems]
+    return [(p.line, p.text if hints else p.message) for p in caught.value.problems]
 
 
 def measures_note(measure_lines: list[str], fence: str = "```measures-md") -> str:
@@ -503,15 +503,18 @@ def test_measures_md_structure_problems() -> None:
         "  * logic: x",
         "  * max_tokens: 0",  # 25
     ]) + "\n> [!query]\n> ```query-text\n> Q\n> ```\n")
-    assert problems_of(note) == [
+    assert problems_of(note, hints=True) == [
         (11, "expected `* ---` to start a measure"),
         (16, "expected `* key: value`, found `not a field`"),
-        (17, "`1x` is not a valid field name"),
+        (17, "`1x` is not a valid field name (known: id, type, description, input, params, "
+             "prompt, logic, model, max_tokens)"),
         (18, "expected `* ---` to start a measure"),
-        (20, "measure: missing required field `id`"),
-        (20, "measure: missing required field `type`"),
-        (23, "measure `d`: unknown type `javascript` (use `ai` or `programmatic`)"),
-        (25, "measure `d`: field `max_tokens`: Input should be greater than 0"),
+        (20, "measure: missing required field `id` (add `* id: ...`, a name of letters, "
+             "digits and _)"),
+        (20, "measure: missing required field `type` (type is ai or programmatic)"),
+        (23, "measure `d`: unknown type `javascript` (type is ai or programmatic)"),
+        (25, "measure `d`: field `max_tokens`: `0` is not a whole number above 0 (e.g. "
+             "`* max_tokens: 1024`)"),
     ]
 
 
@@ -529,13 +532,15 @@ def test_measures_yaml_problems_each_on_its_line() -> None:
         "  prompt: p",
         "  prompt: q",  # 21
         "  temperature: 1",  # 22
+        "  promt: r",  # 23
     ], fence="```measures-yaml"))
-    assert problems_of(note) == [
+    assert problems_of(note, hints=True) == [
         (16, "field `logic`: could not determine a constructor for the tag '!js'"),
         (17, "each measure must be a mapping of fields"),
-        (21, "field `prompt` is given twice (first on line 20)"),
+        (21, "field `prompt` is given twice (first on line 20) (remove one of them)"),
         (22, "unknown field `temperature` (known: id, type, description, input, params, "
              "prompt, logic, model, max_tokens)"),
+        (23, "unknown field `promt` (did you mean `prompt`?)"),
     ]
 
 

@@ -88,7 +88,8 @@ NESTED = 5000
 @pytest.mark.parametrize(("measures", "line", "problem"), [
     (["* ---", "  * id: a", "  * type: programmatic", "  * input: " + "[" * 300 + "answer"
       + "]" * 300, "  * logic: return 1"],
-     12, "measure `a`: unknown input `" + "[" * 299 + "'answer'" + "]" * 299 + "`"),
+     12, "measure `a`: unknown input `" + "[" * 299 + "'answer'" + "]" * 299
+     + "` (an input is another measure's id, `answer` or `query`)"),
     (["* ---", "  * id: a", "  * type: programmatic", "  * params.x: " + "[" * NESTED
       + "]" * NESTED, "  * logic: return 1"],
      15, "field `params.x`: nested too deeply"),
@@ -127,10 +128,11 @@ def test_deeply_nested_yaml_measures_and_properties(
     ran = run_cli("run", str(vault), "--once", capsys=capsys)
 
     assert ran.out.splitlines()[:2] == [
-        "done       props.md: 1 measures",  # a property it cannot read is not a model name
-        "error      yaml.md: 1 problem(s): line 13: the measures are not valid YAML: "
-        "nested too deeply",
+        "error      props.md: 1 problem(s): line 3: property `model`: nested too deeply",
+        "error      yaml.md: 2 problem(s): line 3: property `model`: nested too deeply",
     ]
+    assert "> line 13: the measures are not valid YAML: nested too deeply\n" in (
+        vault / "yaml.md").read_text(encoding="utf-8")
 
 
 def test_ids_that_look_like_paths_are_format_errors(
@@ -152,7 +154,8 @@ def test_ids_that_look_like_paths_are_format_errors(
     text = note.read_text(encoding="utf-8")
     assert ("> line 13: measure `../../etc/passwd`: field `id`: `../../etc/passwd` is not a "
             "valid id (use letters, digits and _)\n") in text
-    assert "> line 16: measure `ok`: unknown input `../ok.md`\n" in text
+    assert ("> line 16: measure `ok`: unknown input `../ok.md` (an input is another "
+            "measure's id, `answer` or `query`)\n") in text
     assert sorted(files(vault)) == ["paths.md"]
     assert sorted(p.name for p in tmp_path.iterdir()) == outside_before
 
@@ -199,8 +202,18 @@ def test_a_reply_only_ever_becomes_a_result_value(
     assert {name for name in after if after[name] != before[name]} == {"n.md", "asked.md"}
     assert sorted(p.name for p in tmp_path.iterdir()) == outside_before
     text = note.read_text(encoding="utf-8")
-    assert without_timestamp(text).startswith(original.replace("Pending", "Done", 1))
+    assert body(text).startswith(body(original))  # every byte after the frontmatter
     parsed = parse(text)
+    assert parsed.frontmatter is not None
+    props = parsed.properties
+    assert set(props) == {"status", "evaluated", "tokens_in", "tokens_out", "cost_usd",
+                          "eval_plain", "eval_obj", "eval_lst", "vaultd_properties"}
+    assert props["eval_plain"] == FORGED.strip()  # a reply with no JSON: its trimmed text
+    assert props["eval_obj"] == FORGED  # the JSON's response, as it was
+    assert props["eval_lst"] == [FORGED, "x"]
+    assert all(line.startswith(("---", "Status:", "Evaluated:", "tokens_", "cost_usd:", "eval_",
+                                "vaultd_properties:", "  - "))
+               for line in text.split("\n---\n", 1)[0].splitlines())  # one line a value
     assert [c.kind for c in parsed.callouts] == (
         ["answer", "measures"] + ["evaluation", "evaluation-result"] * 3)
     assert fingerprint(parsed) == fingerprint(parse(original))

@@ -152,7 +152,7 @@ def test_every_measure_problem_is_reported_with_its_line() -> None:
     assert (first + 1, "measure `bad id`: field `id`: `bad id` is not a valid id (use letters, "
             "digits and _)") in got
     assert (first, "measure `bad id`: an ai measure needs a `prompt`") in got
-    assert (first + 5, "measure `x`: unknown type `magic` (use `ai` or `programmatic`)") in got
+    assert (first + 5, "measure `x`: unknown type `magic`") in got
     assert (first + 6, "measure: missing required field `id`") in got
     assert any(line == first + 12 and "unknown field `promt`" in m for line, m in got)
     assert any(line == first + 9 and "needs `logic`" in m for line, m in got)
@@ -212,3 +212,28 @@ def test_note_with_neither_query_nor_answer_is_an_error() -> None:
     assert [p.message for p in caught.value.problems] == [
         "the note has neither a query nor an answer"
     ]
+
+
+def test_notes_sharing_a_measures_block_keep_their_own_lines() -> None:
+    """Measures blocks are read once per content; lines still follow each note."""
+    lines = ["* ---", "  * id: size", "  * type: programmatic", "  * logic: return 1"]
+    short = note_with_measures(lines, answer="One line.")
+    longer = note_with_measures(lines, answer="One line.\n> Two lines.\n> Three lines.")
+    first = check_note(parse(short)).plan.measures[0]
+    second = check_note(parse(longer)).plan.measures[0]
+    assert short.splitlines()[first.line - 1] == "> * ---"
+    assert longer.splitlines()[second.line - 1] == "> * ---"
+    assert second.line == first.line + 2
+
+
+def test_problems_in_a_shared_block_name_each_note_s_own_line() -> None:
+    lines = ["* ---", "  * id: size", "  * id: again", "  * type: programmatic",
+             "  * logic: return 1"]
+    for answer in ("One line.", "One line.\n> Two lines."):
+        text = note_with_measures(lines, answer=answer)
+        with pytest.raises(FormatError) as caught:
+            check_note(parse(text))
+        [problem] = [p for p in caught.value.problems if "given twice" in p.message]
+        assert text.splitlines()[problem.line - 1] == ">   * id: again"
+        first = text.splitlines().index(">   * id: size") + 1
+        assert f"(first on line {first})" in problem.message

@@ -46,8 +46,11 @@ def make_note(vault: Path, content: bytes, name: str = "note.md", mode: int = 0o
 
 
 def journal_entries(vault: Path) -> list[Path]:
+    """The journal's entries: its files but the empty (free) slots."""
     jdir = vault / ".vaultd" / "journal"
-    return sorted(jdir.iterdir()) if jdir.exists() else []
+    if not jdir.exists():
+        return []
+    return sorted(p for p in jdir.iterdir() if p.suffix == ".json" or p.stat().st_size)
 
 
 CRASH_SCRIPT = """
@@ -602,3 +605,61 @@ def test_leftover_temp_file_is_removed_silently(vault: Path) -> None:
 def test_recover_without_journal(vault: Path) -> None:
     assert Writer(vault).recover() == []
     assert not (vault / ".vaultd").exists()
+
+
+def test_writes_to_many_notes_from_many_threads(vault: Path) -> None:
+    """Writes to different notes run at once, each in a journal slot of its own."""
+    import threading
+
+    notes = [make_note(vault, OLD, name=f"n{i}.md") for i in range(40)]
+    writer = Writer(vault)
+    errors: list[BaseException] = []
+
+    def write_all(mine: list[Path]) -> None:
+        try:
+            for note in mine:
+                writer.write(note, OLD, NEW + note.name.encode())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write_all, args=(notes[i::4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert [n.read_bytes() for n in notes] == [NEW + n.name.encode() for n in notes]
+    slots = sorted((vault / ".vaultd" / "journal").iterdir())
+    assert 1 <= len(slots) <= 4  # one slot per writer at the same moment, reused
+    assert journal_entries(vault) == []
+
+
+def test_torn_slot_is_discarded_and_the_note_left_as_it_was(vault: Path) -> None:
+    """A crash while the entry was being recorded: the checksum fails; the note is untouched."""
+    note = make_note(vault, OLD)
+    crash_write(vault, note, OLD, NEW, "after_journal")
+    [slot] = journal_entries(vault)
+    assert slot.name == "slot-0.journal"
+    slot.write_bytes(slot.read_bytes()[: slot.stat().st_size // 2])
+    [rec] = Writer(vault).recover()
+    assert (rec.path, rec.outcome) == (slot, "bad_entry")
+    assert note.read_bytes() == OLD
+    assert journal_entries(vault) == []
+
+
+def test_a_kept_entry_is_not_overwritten_by_later_writes(vault: Path) -> None:
+    """An entry recovery must keep (its note cannot be opened now) keeps its slot."""
+    note = make_note(vault, OLD, name="sub/note.md")
+    crash_write(vault, note, OLD, NEW, "after_journal")
+    [slot] = journal_entries(vault)
+    kept = slot.read_bytes()
+    note.unlink()
+    note.parent.rmdir()
+    note.parent.write_bytes(b"a file where the folder was")  # opening the note: ENOTDIR
+    writer = Writer(vault)
+    [rec] = writer.recover()
+    assert rec.outcome == "left_alone" and "entry kept for a retry" in rec.detail
+    other = make_note(vault, OLD, name="other.md")
+    writer.write(other, OLD, NEW)
+    assert other.read_bytes() == NEW
+    assert slot.read_bytes() == kept

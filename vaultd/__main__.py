@@ -1,7 +1,5 @@
 """``python -m vaultd`` is the ``vaultd`` command."""
 
-import sys
+from vaultd.cli import entry
 
-from vaultd.cli import main
-
-sys.exit(main())
+entry()

@@ -22,8 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anthropic
-
 from vaultd.cache import ResponseCache
 from vaultd.errors import ModelError
 from vaultd.model import ModelReply, ModelRequest, redact, request_params
@@ -84,6 +82,8 @@ class Batches:
         self.model = model
         self.poll_interval = poll_interval
         self.sleep = sleep
+        import anthropic  # here: the SDK takes a second to import
+
         self._client = anthropic.Anthropic(max_retries=4, timeout=timeout)
         self._secrets = tuple(value for value in (self._client.api_key, self._client.auth_token)
                               if isinstance(value, str) and value)
@@ -135,6 +135,8 @@ class Batches:
 
     def run_round(self) -> int:
         """Send what the last pass deferred as one batch, wait for it, file the replies."""
+        import anthropic
+
         wanted = self.model.take_wanted()
         if not wanted:
             return 0
@@ -158,6 +160,8 @@ class Batches:
         return len(wanted)
 
     def _collect(self, record: dict[str, Any]) -> None:
+        import anthropic
+
         batch_id = record["id"]
         models: dict[str, str] = record.get("keys", {})
         try:

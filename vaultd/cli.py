@@ -15,15 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
-from vaultd import __version__, config, service
+from vaultd import __version__, config, scaffold, service
 from vaultd.cost import Usage
 from vaultd.daemon import run_daemon
 from vaultd.engine import NoteResult, check_note, read_note
 from vaultd.errors import ConfigError, FormatError, NoteReadError, VaultdError
 from vaultd.progress import ProgressBar
+from vaultd.properties import collisions
+from vaultd.publish import describe, publish, report_paths
 from vaultd.services import open_services
 from vaultd.status import format_status, vault_status
-from vaultd.vault import iter_notes, wants_run
+from vaultd.vault import DEFAULT_TEMPLATES, find_vault, iter_notes, wants_run
+from vaultd.writer import Writer
 
 log = logging.getLogger("vaultd")
 
@@ -103,10 +106,28 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--no-start", action="store_true",
                          help="only write the unit; do not enable or start it")
 
+    report = commands.add_parser("report", help="write the report note and the Bases file",
+                                 description="Write the report note (default `vaultd "
+                                 "report.md`) and vaultd.base beside it, from the results in "
+                                 "the vault's finished notes. Only vaultd's own files are "
+                                 "written, and only when their content changed.")
+    report.add_argument("vault", type=Path, metavar="VAULT", help="the vault's folder")
+    report.add_argument("--report-path",
+                        help="the report note, relative to the vault (default: the "
+                        "report_path setting, `vaultd report.md`)")
+
     check = commands.add_parser("check", help="validate notes without running anything",
-                                description="Validate notes; problems print as file:line.")
+                                description="Validate notes, and the config of the vault they "
+                                "are in; problems print as file:line: message (hint).")
     check.add_argument("paths", type=Path, nargs="+", metavar="PATH",
                        help="notes, or folders to search for notes")
+
+    init = commands.add_parser("init", help="write a vault's config.toml and template note",
+                               description="Write VAULT/.vaultd/config.toml (every setting, "
+                               "commented out at its default) and a template note in the "
+                               "vault's templates folder. Existing files are never "
+                               "overwritten.")
+    init.add_argument("vault", type=Path, metavar="VAULT", help="the vault's folder")
     return parser
 
 
@@ -119,6 +140,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return check_paths(args.paths, out)
         if args.command == "status":
             return status_command(args.vault, out)
+        if args.command == "init":
+            return init_command(args.vault, out)
+        if args.command == "report":
+            return report_command(args.vault, args.report_path, out)
         if args.command == "service":
             for line in service.install(args.vault, args.unit_dir, start=not args.no_start):
                 print(line, file=out)
@@ -166,16 +191,53 @@ def status_command(vault: Path, out: TextIO) -> int:
     return EXIT_OK
 
 
+def init_command(vault: Path, out: TextIO) -> int:
+    if not vault.is_dir():
+        print(f"vaultd: {vault}: not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    for written in scaffold.init_vault(vault):
+        name = _relative(written.path, vault)
+        print(f"wrote {name}" if written.created else f"kept {name} (it exists)", file=out)
+    # The report too: from now on the daemon keeps it up to date (it never creates one).
+    settings = config.load(vault)
+    report, base = report_paths(vault, settings)
+    if report.exists() or base.exists():
+        for path in (report, base):
+            if path.exists():
+                print(f"kept {_relative(path, vault)} (it exists)", file=out)
+    else:
+        for item in publish(vault, settings, Writer(vault)).files:
+            print(f"wrote {_relative(item.path, vault)}", file=out)
+    if scaffold.uses_default_templates(vault):
+        print(f"vaultd: in Obsidian, set the Templates core plugin's folder to "
+              f"{DEFAULT_TEMPLATES} to insert the template", file=out)
+    return EXIT_OK
+
+
+def report_command(vault: Path, report_path: str | None, out: TextIO) -> int:
+    vault = vault.resolve()
+    if not vault.is_dir():
+        print(f"vaultd: {vault}: not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    settings = config.load(vault, {"report_path": report_path})
+    for line in describe(publish(vault, settings, Writer(vault))):
+        print(f"vaultd: {line}", file=out)
+    return EXIT_OK
+
+
 def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = False) -> int:
     """Process every pending note once; one line per note, then the totals.
 
     With ``batch``, notes whose model requests were deferred to a batch go round again
     once the batch has ended, until every note has finished.
     """
-    todo = [path for path in iter_notes(vault) if wants_run(path)]
     usage = Usage()
     results: list[NoteResult] = []
-    with open_services(vault, settings, live_interval=1.0, batch=batch) as services:
+    # A --once run is not watched note by note: a note that finishes within a second is
+    # written once, from Pending straight to Done (slower ones still show Processing).
+    with open_services(vault, settings, live_interval=1.0, batch=batch,
+                       announce_at_start=False, warm_up=True) as services:
+        todo = [path for path in iter_notes(vault) if wants_run(path)]
         if services.credentials_problem:
             print(f"vaultd: {services.credentials_problem}: ai measures will end in errors; "
                   "programmatic ones still run", file=sys.stderr)
@@ -184,7 +246,8 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
         bar = ProgressBar(sys.stderr, len(todo), usage,
                           lambda: services.engine.effects.model_slots.in_use)
         try:
-            with ThreadPoolExecutor(settings.workers, thread_name_prefix="vaultd-note") as pool:
+            with ThreadPoolExecutor(settings.note_workers,
+                                    thread_name_prefix="vaultd-note") as pool:
                 while todo:
                     deferred: list[Path] = []
                     for result in pool.map(services.engine.process, todo):
@@ -215,11 +278,24 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
 
 
 def check_paths(paths: list[Path], out: TextIO) -> int:
-    """Validate notes without running anything: every problem as ``file:line: message``."""
-    checked = with_problems = 0
+    """Validate notes without running anything: every problem as ``file:line: message``.
+
+    The config of the vault each path is in is checked too (once), and gives the property
+    prefix; a measure whose property a user's property holds is a warning, not a problem.
+    """
+    checked = with_problems = with_warnings = 0
+    prefixes: dict[Path | None, str] = {}
     for path in paths:
         explicit = path.is_file()
-        notes = [path] if explicit else list(iter_notes(path)) if path.is_dir() else None
+        vault = find_vault(path) if path.exists() else None
+        if vault not in prefixes:
+            try:
+                prefixes[vault] = config.load(vault).property_prefix
+            except ConfigError as exc:
+                print(str(exc), file=out)
+                with_problems += 1
+                prefixes[vault] = config.Settings.model_fields["property_prefix"].default
+        notes = [path] if explicit else list(iter_notes(path, vault)) if path.is_dir() else None
         if notes is None:
             print(f"{path}: no such file or folder", file=out)
             with_problems += 1
@@ -235,21 +311,40 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
                 continue  # an ordinary note, not one of vaultd's
             checked += 1
             try:
-                check_note(note)
+                good = check_note(note)
             except FormatError as exc:
                 with_problems += 1
                 for problem in exc.problems:
                     print(problem.format(str(note_path)), file=out)
-    print(f"vaultd: {checked} notes checked, {with_problems} with problems", file=out)
+                continue
+            found = collisions(note, prefixes[vault], good.plan.measures)
+            with_warnings += bool(found)
+            for collision in found:
+                print(f"{note_path}:{collision.line}: warning: {collision.message} "
+                      f"({collision.hint})", file=out)
+    warned = f", {with_warnings} with warnings" if with_warnings else ""
+    print(f"vaultd: {checked} notes checked, {with_problems} with problems{warned}", file=out)
     return EXIT_FAILED if with_problems else EXIT_OK
 
 
 def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
+    full, prefix = str(path), str(root).rstrip(os.sep) + os.sep
+    return full[len(prefix):] if full.startswith(prefix) else full
+
+
+def entry() -> None:
+    """The ``vaultd`` command: :func:`main`, then an exit that does not wait for threads.
+
+    Every note's writes are finished and the cache is closed when :func:`main` returns;
+    what is left are idle pool threads and, at most, a model request or an import of the SDK
+    nobody needs any more. Joining them would only delay the exit.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

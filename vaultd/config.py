@@ -1,48 +1,60 @@
 """Settings: one validated model, resolved in one place.
 
 Each setting comes from the first of: a command-line flag, a ``VAULTD_<NAME>``
-environment variable, the vault's ``.vaultd/config.toml``, the default below.
+environment variable, the vault's ``.vaultd/config.toml``, the default below. A bad
+setting is a :class:`ConfigError` naming where it was set (``config.toml:LINE: key:
+message``, with a hint); :func:`config_toml` writes the commented file ``vaultd init``
+puts in a vault, generated from :class:`Settings` so that it never drifts from it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vaultd.cost import Price
-from vaultd.errors import ConfigError
+from vaultd.errors import ConfigError, did_you_mean
 
 # A current model from the installed SDK's list (anthropic.types.Model), not a deprecated one.
 DEFAULT_MODEL = "claude-sonnet-5-5"
 CONFIG_PATH = Path(".vaultd") / "config.toml"
+# A property key's start that YAML, Obsidian, Dataview and Bases all read unquoted.
+PREFIX_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 class Settings(BaseModel):
-    """Everything vaultd can be told. Field descriptions are the documentation."""
+    """Everything vaultd can be told. Field descriptions are the documentation: each is the
+    one line ``vaultd init`` writes above the setting in ``config.toml``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str = Field(DEFAULT_MODEL, description="model for ai measures", min_length=1)
-    answer_model: str = Field(DEFAULT_MODEL, description="model that writes missing answers",
-                              min_length=1)
-    max_tokens: int = Field(1024, gt=0, description="max_tokens for ai measures")
-    answer_max_tokens: int = Field(4096, gt=0, description="max_tokens for generated answers")
-    js_time_limit: float = Field(2.0, gt=0, le=600, description="seconds a programmatic measure "
-                                 "may run")
-    js_memory_limit_mb: int = Field(64, ge=1, le=4096, description="MiB a programmatic measure "
-                                    "may use")
+    model: str = Field(DEFAULT_MODEL, min_length=1, description="model for ai measures "
+                       "(a note's own `model` property, or a measure's, wins)")
+    answer_model: str = Field(DEFAULT_MODEL, min_length=1, description="model that writes "
+                              "missing answers (a note's own `answer_model` wins)")
+    max_tokens: int = Field(1024, gt=0, description="max_tokens for ai measures (a note's "
+                            "or a measure's own wins)")
+    answer_max_tokens: int = Field(4096, gt=0, description="max_tokens for generated answers "
+                                   "(a note's own wins)")
+    js_time_limit: float = Field(2.0, gt=0, le=600, description="seconds a programmatic "
+                                 "measure may run")
+    js_memory_limit_mb: int = Field(64, ge=1, le=4096, description="MiB a programmatic "
+                                    "measure may use")
     js_workers: int = Field(2, ge=1, le=64, description="JavaScript worker processes")
     concurrency: int = Field(8, ge=1, le=256, description="model requests in flight at most")
-    workers: int = Field(4, ge=1, le=64, description="notes processed at the same time")
+    workers: int = Field(0, ge=0, le=256, description="notes processed at the same time; 0: "
+                         "as many as `concurrency`, so that every model slot can be used")
     settle: float = Field(0.5, ge=0, le=60, description="seconds a note must be quiet before "
                           "it is read (daemon)")
-    max_note_bytes: int = Field(5_000_000, gt=0, description="larger notes are refused")
+    max_note_bytes: int = Field(5_000_000, gt=0, description="larger notes are refused, "
+                                "untouched")
     write_retry: float = Field(5.0, gt=0, le=3600, description="seconds before the daemon tries "
                                "again to write a note it could not write for a reason outside "
                                "the note (a full disk, a permission); doubled each time, up to "
@@ -50,12 +62,78 @@ class Settings(BaseModel):
     model_retries: int = Field(6, ge=0, le=10, description="retries of a failed model request "
                                "(429, 529, 5xx, timeouts, dropped connections)")
     model_timeout: float = Field(120.0, gt=0, description="seconds to wait for a model reply")
-    cache: bool = Field(True, description="reuse stored replies to identical model requests")
+    cache: bool = Field(True, description="reuse stored replies to identical model requests "
+                        "(a note's own `cache: false` turns it off there)")
     batch_poll: float = Field(10.0, gt=0, le=3600, description="seconds between looks at a "
                               "submitted batch (--batch)")
+    property_prefix: str = Field("eval_", description="results are also written as "
+                                 "properties named <prefix><measure id>")
+    report_path: str = Field("vaultd report.md", description="the note, relative to the "
+                             "vault, that the vault report is written to")
     prices: dict[str, Price] = Field(default_factory=dict, description="dollars per million "
                                      "tokens, per model: input, output, cache_read, "
                                      "cache_write")
+
+    @field_validator("property_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not PREFIX_PATTERN.match(value):
+            raise ValueError("must start with a letter or _, then letters, digits, _ or -")
+        return value
+
+    @field_validator("report_path")
+    @classmethod
+    def _inside_vault(cls, value: str) -> str:
+        parts = PurePosixPath(value.replace("\\", "/")).parts
+        if not value.strip() or PurePosixPath(value).is_absolute() or ".." in parts:
+            raise ValueError("must be a path inside the vault, relative to it")
+        if any(part.startswith(".") for part in parts):
+            raise ValueError("must not be in a dot-folder (Obsidian does not show those)")
+        if not value.lower().endswith(".md"):
+            raise ValueError("must be a note: a name ending in .md")
+        return value
+
+    @property
+    def note_workers(self) -> int:
+        """How many notes are processed at the same time."""
+        return self.workers or self.concurrency
+
+
+_EXAMPLES = {"prices": 'prices = { "claude-sonnet-5-5" = { input = 3.0, output = 15.0 } }'}
+
+
+def config_toml() -> str:
+    """The commented ``config.toml`` for a new vault: every setting at its default.
+
+    Each setting is a commented-out ``name = default`` line under its description, so the
+    file changes nothing until a line is uncommented, and defaults that change in a later
+    vaultd still reach the vault.
+    """
+    lines = [
+        "# vaultd settings for this vault (written by `vaultd init`).",
+        "#",
+        "# Every setting is listed at its default, commented out: remove the \"# \" before a",
+        "# setting to change it. A command-line flag or a VAULTD_<NAME> environment variable",
+        "# wins over this file. The settings may also go under a [vaultd] table.",
+    ]
+    for name, info in Settings.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        lines += ["", f"# {info.description}", f"# {name} = {_toml(default)}"]
+        if name in _EXAMPLES:
+            lines.append(f"#   e.g. {_EXAMPLES[name]}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict) and not value:
+        return "{}"
+    raise TypeError(f"no TOML form for {value!r}")
 
 
 def _env_name(name: str) -> str:
@@ -68,11 +146,13 @@ def load(vault: Path | None, explicit: Mapping[str, Any] | None = None,
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    if vault is not None:
-        path = vault / CONFIG_PATH
-        for key, value in _read_toml(path).items():
+    text = ""
+    path = vault / CONFIG_PATH if vault is not None else None
+    if path is not None:
+        text, table = _read_toml(path)
+        for key, value in table.items():
             values[key] = value
-            sources[key] = f"{path}:{_line_of(path, key)}"
+            sources[key] = str(path)
     for name in Settings.model_fields:
         if _env_name(name) in environ:
             values[name] = environ[_env_name(name)]
@@ -84,39 +164,88 @@ def load(vault: Path | None, explicit: Mapping[str, Any] | None = None,
     try:
         return Settings(**values)
     except ValidationError as exc:
-        messages = []
+        messages: list[tuple[int, str]] = []  # the file's in line order, then the rest
         for error in exc.errors():
-            key = str(error["loc"][0]) if error["loc"] else "?"
-            where = sources.get(key, "config")
-            reason = str(error["msg"])
-            if error["type"] == "extra_forbidden":
-                reason = "unknown setting (known: " + ", ".join(Settings.model_fields) + ")"
-            messages.append(f"{where}: {key}: {reason}")
-        raise ConfigError("\n".join(messages)) from exc
+            loc = tuple(str(part) for part in error["loc"]) or ("?",)
+            where, line = sources.get(loc[0], "config"), 1 << 30
+            if path is not None and where == str(path):
+                line = _locate(text, loc)
+                where = f"{path}:{line}"
+            messages.append((line, f"{where}: {'.'.join(loc)}: {_reason(loc, error)}"))
+        messages.sort(key=lambda item: item[0])
+        raise ConfigError("\n".join(message for _, message in messages)) from exc
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _reason(loc: tuple[str, ...], error: Any) -> str:
+    """What is wrong with the setting at ``loc``, and how to put it right."""
+    if error["type"] == "extra_forbidden":
+        known = list(Settings.model_fields) if len(loc) == 1 else list(Price.model_fields)
+        hint = did_you_mean(loc[-1], known) or "known: " + ", ".join(known)
+        return f"unknown setting ({hint})"
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    field = Settings.model_fields.get(loc[0])
+    if len(loc) == 1 and field is not None and field.default is not None \
+            and not isinstance(field.default, dict):
+        reason += f" (default: {_toml(field.default)})"
+    return reason
+
+
+def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
+    """The file's text and its settings (under ``[vaultd]`` if it has that table)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return "", {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    section = data.get("vaultd", data)
+        message = str(exc)
+        at = re.search(r"\s*\(at (?:line (\d+), column \d+|end of document)\)$", message)
+        if at:
+            line = at.group(1) or str(max(1, len(text.splitlines())))
+            message = f"{line}: {message[: at.start()]}"
+        raise ConfigError(f"{path}:{message}" if at else f"{path}: {message}") from exc
+    if "vaultd" not in data:
+        return text, data
+    section = data["vaultd"]
     if not isinstance(section, dict):
-        raise ConfigError(f"{path}: [vaultd] must be a table")
-    return dict(section)
+        raise ConfigError(f"{path}:{_locate(text, ('vaultd',))}: vaultd: must be a table "
+                          "([vaultd])")
+    outside = [key for key in data if key != "vaultd"]
+    if outside:
+        raise ConfigError("\n".join(
+            f"{path}:{_locate(text, (key,))}: {key}: outside the [vaultd] table (move it "
+            "under [vaultd], or put every setting at the top level)" for key in outside))
+    return text, dict(section)
 
 
-def _line_of(path: Path, key: str) -> int:
-    try:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if re.match(rf"\s*{re.escape(key)}\s*=", line):
-                return number
-    except OSError:
-        pass
-    return 1
+_TABLE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
+_ASSIGN = re.compile(r"^\s*((?:\"[^\"]*\"|'[^']*'|[^=#\"'])+?)\s*=")
+
+
+def _locate(text: str, loc: tuple[str, ...]) -> int:
+    """The 1-based line that sets the setting at ``loc``, or its closest enclosing one."""
+    best, depth = 1, 0
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), 1):
+        header = _TABLE.match(line)
+        if header:
+            table = _dotted(header.group(1))
+            key = table[1:] if table[:1] == ("vaultd",) else table
+        else:
+            assign = _ASSIGN.match(line)
+            if not assign:
+                continue
+            key = _dotted(assign.group(1))
+            key = (table[1:] if table[:1] == ("vaultd",) else table) + key
+        if key and key == loc[: len(key)] and len(key) > depth:
+            best, depth = number, len(key)
+    return best
+
+
+def _dotted(key: str) -> tuple[str, ...]:
+    """A TOML key (``a."b.c".d``) as its parts."""
+    parts = re.findall(r'"([^"]*)"|\'([^\']*)\'|([^.\s"\']+)', key)
+    return tuple(next(p for p in part if p) if any(part) else "" for part in parts)

@@ -10,6 +10,14 @@ When the OS drops file events (the inotify queue overflowed), the vault is scann
 A note that could not be written for a reason outside it (a full disk, a permission, the
 journal folder) is tried again after ``write_retry`` seconds, doubling up to 5 minutes, 8
 times at most; then vaultd says it gave up, and the note waits for its next change or start.
+
+The report note (``report_path``) is refreshed, with ``vaultd.base`` beside it,
+``REPORT_DELAY`` seconds after notes finish (one refresh for a burst of them), and once
+at start, but only when the report exists already: the daemon never creates it, so a
+vault gets one only when asked (``vaultd report``). The report is not a note to process:
+its file events are ignored (while it carries vaultd's marker), and only finished notes
+ask for a refresh, never a write of the report itself, so the refresh cannot feed on its
+own writes.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ from types import FrameType
 
 from vaultd.config import Settings
 from vaultd.engine import NoteResult
+from vaultd.errors import VaultdError
+from vaultd.publish import is_mine, publish, report_paths
+from vaultd.refresh import Debounced
 from vaultd.scheduler import NoteQueue
 from vaultd.service import notify, watchdog_interval
 from vaultd.services import Services, open_services
@@ -39,6 +50,8 @@ log = logging.getLogger("vaultd.daemon")
 STATE_FILE = Path(".vaultd") / "daemon.json"
 MAX_WRITE_TRIES = 8
 MAX_RETRY_DELAY = 300.0
+REPORT_DELAY = 5.0  # seconds after the last note finished
+REPORT_MAX_WAIT = 30.0  # seconds after the first, while notes keep finishing
 
 
 @dataclass
@@ -62,6 +75,9 @@ class Daemon:
         self._tries: dict[Path, int] = {}  # notes whose write failed: attempts so far
         self._rescan = threading.Event()  # file events were lost: look at every note again
         self._state_warned = False
+        self.report_path = report_paths(self.vault, settings)[0]
+        self.refresher: Debounced | None = None
+        self._report_warned = False
 
     # -- events -----------------------------------------------------------------------
 
@@ -72,6 +88,8 @@ class Daemon:
     def changed(self, path: Path) -> None:
         """A file event: queue the path, unless the file is just as vaultd last wrote it (or
         is not a regular file: a symbolic link is never a note)."""
+        if path == self.report_path and self._is_report(path):
+            return
         try:
             st = path.lstat()
         except OSError:
@@ -110,6 +128,10 @@ class Daemon:
                 queued = self.scan()
                 log.info("watching %s; %d notes queued", self.vault, queued)
                 self._start_workers(services)
+                self.refresher = Debounced(lambda: self._refresh_report(services),
+                                           REPORT_DELAY, REPORT_MAX_WAIT, name="vaultd-report")
+                self.refresher.start()
+                self.refresher.poke()  # bring an existing report up to date
                 notify("READY=1")
                 notify(f"STATUS=watching; {queued} notes queued")
                 self._main_loop(services)
@@ -117,6 +139,8 @@ class Daemon:
                 notify("STOPPING=1")
                 watcher.stop()
                 self.queue.close()
+                if self.refresher is not None:
+                    self.refresher.close()
                 deadline = time.monotonic() + 10
                 for worker in self._workers:
                     worker.join(max(0.1, deadline - time.monotonic()))
@@ -130,7 +154,7 @@ class Daemon:
         for path in iter_notes(self.vault):
             if self.stop_event.is_set():
                 break
-            if wants_run(path):
+            if wants_run(path) and not (path == self.report_path and self._is_report(path)):
                 self.queue.touch(path, now=True)
                 count += 1
         return count
@@ -157,7 +181,7 @@ class Daemon:
             self.stop_event.wait(min(1.0, ping or 1.0))
 
     def _start_workers(self, services: Services) -> None:
-        for number in range(self.settings.workers):
+        for number in range(self.settings.note_workers):
             self._workers.append(self._spawn(services, f"vaultd-worker-{number}"))
 
     def _spawn(self, services: Services, name: str) -> threading.Thread:
@@ -202,6 +226,8 @@ class Daemon:
     def _record(self, result: NoteResult) -> None:
         if result.status == "not_pending":
             return
+        if result.status in ("done", "error") and self.refresher is not None:
+            self.refresher.poke()
         name = _relative(result.path, self.vault)
         level = logging.INFO if result.status == "done" else logging.WARNING
         log.log(level, "%s: %s%s", name, result.status,
@@ -213,6 +239,30 @@ class Daemon:
             self.stats.errors += 1
             assert self.stats.last_errors is not None
             self.stats.last_errors = [(name, result.summary), *self.stats.last_errors][:10]
+
+    @staticmethod
+    def _is_report(path: Path) -> bool:
+        """vaultd's report, not a note to process (a user's note at its path still is)."""
+        try:
+            return bool(is_mine(path))
+        except VaultdError:
+            return False
+
+    def _refresh_report(self, services: Services) -> None:
+        """Rewrite the report and base file if they exist and changed (see the docstring)."""
+        try:
+            publication = publish(self.vault, self.settings, services.writer,
+                                  only_existing=True)
+        except VaultdError as exc:
+            log.warning("report: %s", exc)
+            return
+        for item in publication.files:
+            name = _relative(item.path, self.vault)
+            if item.outcome in ("created", "updated"):
+                log.info("report: wrote %s (%d notes)", name, publication.notes)
+            elif item.outcome == "not_ours" and not self._report_warned:
+                self._report_warned = True
+                log.warning("report: %s was not written by vaultd; left as it is", name)
 
     def _write_state(self, running: bool) -> None:
         """What ``vaultd status`` shows of the running daemon."""

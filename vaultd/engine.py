@@ -10,6 +10,7 @@ measures changed, or leaves the note alone when they took it out of ``Pending``.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from vaultd.cost import Price, Usage
 from vaultd.errors import (
@@ -35,6 +36,8 @@ from vaultd.graph import Plan, plan
 from vaultd.measures import Measure, declared_ids, parse_measures
 from vaultd.model import ModelReply, ModelRequest
 from vaultd.note import Note, decode, parse
+from vaultd.overrides import Overrides, read_overrides
+from vaultd.properties import Collision, property_changes
 from vaultd.render import (
     Failure,
     Outcome,
@@ -80,8 +83,13 @@ class EngineOptions:
     answer_max_tokens: int
     max_note_bytes: int
     live_interval: float = 0.25  # at most this often a live (partial) write
+    # Write ``Processing`` as soon as a run starts (the daemon: someone may be watching), or
+    # only with the first live write, so a note that finishes within ``live_interval`` is
+    # written once (``--once``).
+    announce_at_start: bool = True
     prices: dict[str, Price] = field(default_factory=dict)
     use_cache: bool = True
+    property_prefix: str = "eval_"  # results as properties: <prefix><measure id>
 
 
 class _Restart(Exception):
@@ -158,36 +166,43 @@ class Checked:
     plan: Plan
     query: str | None
     answer: str | None
+    overrides: Overrides = field(default_factory=Overrides)
 
 
 def check_note(note: Note) -> Checked:
-    """Everything wrong with the note's callouts and measures, all at once, or its plan."""
-    problems: list[Problem] = []
+    """Everything wrong with the note's callouts, measures and own settings, all at once,
+    or its plan."""
+    overrides, problems = read_overrides(note)
     query = _text_of(note, "query", problems)
     answer = _text_of(note, "answer", problems)
     measures: list[Measure] = []
     unreadable: set[str] = set()  # measures declared but not valid
     callouts = note.callouts_of("measures")
     if not callouts:
-        problems.append(Problem(None, "no [!measures] callout"))
+        problems.append(Problem(None, "no [!measures] callout",
+                                "add a `> [!measures]` callout holding a `measures-md` block"))
     else:
         callout = callouts[0]
         block = callout.block(("md", "yaml"))
         if block is None:
             problems.append(
                 Problem(callout.start + 1,
-                        "the [!measures] callout needs a `measures-md` or `measures-yaml` block")
+                        "the [!measures] callout needs a `measures-md` or `measures-yaml` block",
+                        "open it with > ```measures-md")
             )
         else:
             fmt = block.info.lower().removeprefix("measures-")
-            measures, found = parse_measures(block.content, fmt, block.first_line + 1)
-            problems.extend(found)
-            unreadable = declared_ids(block.content, fmt) - {m.id for m in measures}
+            read = _read_measures(block.content, fmt, block.first_line + 1)
+            measures = list(read.measures)
+            problems.extend(read.problems)
+            unreadable = set(read.unreadable)
         for extra in callouts[1:]:
             problems.append(Problem(extra.start + 1, "a second [!measures] callout (only one "
-                                                     "is allowed)"))
+                                                     "is allowed)", "merge it into the first"))
     if not (query or "").strip() and not (answer or "").strip():
-        problems.append(Problem(None, "the note has neither a query nor an answer"))
+        problems.append(Problem(None, "the note has neither a query nor an answer",
+                                "write the question in a `[!query]` callout's `query-text` "
+                                "block"))
     graph: Plan | None = None
     try:
         graph = plan(measures, unreadable)
@@ -195,7 +210,42 @@ def check_note(note: Note) -> Checked:
         problems.extend(exc.problems)
     if problems or graph is None:
         raise FormatError(problems)
-    return Checked(graph, query, answer)
+    return Checked(graph, query, answer, overrides)
+
+
+@dataclass(frozen=True)
+class _ReadMeasures:
+    measures: tuple[Measure, ...]
+    problems: tuple[Problem, ...]
+    unreadable: frozenset[str]  # declared, but not valid
+
+
+def _read_measures(content: str, fmt: str, first_line: int) -> _ReadMeasures:
+    """A measures block, read once: notes asked the same questions share their measures.
+
+    The block is read as if it began on line 1 and its measures moved to ``first_line``; a
+    block with problems is read again in place, since messages may name lines too.
+    """
+    read = _read_measures_from_line_1(content, fmt)
+    if read.problems:
+        return _read_measures_uncached(content, fmt, first_line)
+    if first_line == 1:
+        return read
+    shift = first_line - 1
+    return _ReadMeasures(
+        tuple(m.model_copy(update={"line": m.line + shift}) for m in read.measures),
+        (), read.unreadable)
+
+
+@functools.lru_cache(maxsize=512)
+def _read_measures_from_line_1(content: str, fmt: str) -> _ReadMeasures:
+    return _read_measures_uncached(content, fmt, 1)
+
+
+def _read_measures_uncached(content: str, fmt: str, first_line: int) -> _ReadMeasures:
+    measures, found = parse_measures(content, fmt, first_line)
+    unreadable = declared_ids(content, fmt) - {m.id for m in measures}
+    return _ReadMeasures(tuple(measures), tuple(found), frozenset(unreadable))
 
 
 def _text_of(note: Note, kind: str, problems: list[Problem]) -> str | None:
@@ -205,7 +255,8 @@ def _text_of(note: Note, kind: str, problems: list[Problem]) -> str | None:
     block = callout.block(("text",))
     if block is None:
         problems.append(Problem(callout.start + 1,
-                                f"the [!{kind}] callout needs a `{kind}-text` code block"))
+                                f"the [!{kind}] callout needs a `{kind}-text` code block",
+                                f"open it with > ```{kind}-text"))
         return None
     return block.content
 
@@ -252,16 +303,16 @@ class Engine:
         try:
             checked = check_note(note)
         except FormatError as exc:
-            lines = [f"line {p.line}: {p.message}" if p.line else p.message
+            lines = [f"line {p.line}: {p.text}" if p.line else p.text
                      for p in exc.problems]
             summary = one_line(f"{len(lines)} problem(s): {lines[0]}")
             session.commit(Changes(status="Error", properties=self._final_props(summary),
                                    error=error_callout(lines), results=None))
             return NoteResult(path, "error", summary)
         session.plan = checked.plan
-        session.commit(Changes(status="Processing", properties={"Error": None},
-                               clear_error=True))
-        overrides = note.properties
+        if self.options.announce_at_start:
+            session.commit(session.live_changes())
+        overrides = checked.overrides
         known: dict[str, Outcome] = {}
         if checked.query is not None:
             known["query"] = Success(checked.query)
@@ -278,11 +329,11 @@ class Engine:
         else:
             known["answer"] = Success(answer)
         choice = ModelChoice(
-            model=_text_override(overrides, "model") or self.options.model,
-            max_tokens=_int_override(overrides, "max_tokens") or self.options.max_tokens,
+            model=overrides.model or self.options.model,
+            max_tokens=overrides.max_tokens or self.options.max_tokens,
             usage=session.usage,
             prices=self.options.prices,
-            use_cache=self.options.use_cache and note.properties.get("cache") is not False,
+            use_cache=self.options.use_cache and overrides.cache is not False,
             shared_context=shared_contexts(checked.plan),
         )
         outcomes = run_plan(
@@ -301,7 +352,7 @@ class Engine:
             if should_stop():  # leave it for the next start
                 session.commit(Changes(status="Pending", results=session.rendered()))
                 return NoteResult(path, "left_alone", "stopped before it finished; left Pending")
-            session.commit(Changes(results=session.rendered()))  # the rest comes in a batch
+            session.commit(session.live_changes())  # the rest comes in a batch
             return NoteResult(path, "deferred", "waiting for a batch", len(outcomes), 0,
                               session.usage)
         failed = [(m, outcomes[m.id]) for m in checked.plan.measures
@@ -309,28 +360,39 @@ class Engine:
         answer_failed = known.get("answer")
         summary = _summary(failed, len(checked.plan.measures), answer_failed)
         asks = session.usage.used or any(m.type == "ai" for m in checked.plan.measures)
-        session.commit(
-            Changes(
+        own = self._final_props(summary if failed else None, session.usage if asks else None)
+        collisions: tuple[Collision, ...] = ()
+
+        def final(current: Note) -> Changes:
+            # decided against the note as it is on disk when written: the user's keys win
+            nonlocal collisions
+            props = property_changes(current, self.options.property_prefix,
+                                     checked.plan.measures, outcomes)
+            collisions = props.collisions
+            return Changes(
                 status="Error" if failed else "Done",
-                properties=self._final_props(summary if failed else None,
-                                             session.usage if asks else None),
+                properties={**own, **props.changes},
                 results=session.rendered(),
                 clear_error=True,
             )
-        )
+
+        session.commit(final)
+        for collision in collisions:
+            log.warning("%s:%d: %s", path, collision.line, collision.message)
+        kept = "".join(f"; {c.message}" for c in collisions)
         if failed:
-            return NoteResult(path, "error", summary, len(outcomes), len(failed), session.usage)
-        return NoteResult(path, "done", f"{len(outcomes)} measures", len(outcomes), 0,
+            return NoteResult(path, "error", summary + kept, len(outcomes), len(failed),
+                              session.usage)
+        return NoteResult(path, "done", f"{len(outcomes)} measures{kept}", len(outcomes), 0,
                           session.usage)
 
-    def _generate_answer(self, session: _Session, query: str, overrides: dict[str, Any],
+    def _generate_answer(self, session: _Session, query: str, overrides: Overrides,
                          should_stop: Callable[[], bool]) -> Outcome | None:
         request = ModelRequest(
-            model=_text_override(overrides, "answer_model") or self.options.answer_model,
-            max_tokens=_int_override(overrides, "answer_max_tokens")
-            or self.options.answer_max_tokens,
+            model=overrides.answer_model or self.options.answer_model,
+            max_tokens=overrides.answer_max_tokens or self.options.answer_max_tokens,
             prompt=query,
-            use_cache=self.options.use_cache and overrides.get("cache") is not False,
+            use_cache=self.options.use_cache and overrides.cache is not False,
         )
         future = self.effects.executor.submit(self._ask, request, session.usage)
         while True:  # waited on here, so that a shutdown need not wait for the model
@@ -389,16 +451,6 @@ def _summary(failed: list[tuple[Measure, Outcome]], total: int, answer: Outcome 
     return one_line(f"{len(failed)} of {total} measures did not succeed; {measure.id}: {why}", 300)
 
 
-def _text_override(props: dict[str, Any], key: str) -> str | None:
-    value = props.get(key)
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def _int_override(props: dict[str, Any], key: str) -> int | None:
-    value = props.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 class _Session:
     """One run's view of one note on disk: what vaultd last read or wrote, and its results."""
 
@@ -406,13 +458,15 @@ class _Session:
         self.engine = engine
         self.path = path
         self.data = data
-        self.note = note
+        self._note: Note | None = note
+        self._text: str | None = None
         self.print = fingerprint(note)
         self.outcomes: dict[str, Outcome] = {}
         self.usage = Usage()
         self.plan: Plan | None = None
         self.dirty = False
         self.stale = False
+        self.announced = False  # Status: Processing written
         self.last_write = engine.clock()
 
     def rendered(self) -> list[str]:
@@ -426,31 +480,46 @@ class _Session:
         self.outcomes[measure_id] = outcome
         self.dirty = True
 
+    def live_changes(self) -> Changes:
+        """The results so far, and ``Status: Processing`` if that is not written yet."""
+        if self.announced:
+            return Changes(results=self.rendered())
+        return Changes(status="Processing", properties={"Error": None}, clear_error=True,
+                       results=self.rendered())
+
     def maybe_flush(self) -> None:
         """A live write of the results so far, at most every ``live_interval`` seconds."""
-        if not self.dirty or self.stale:
+        if not (self.dirty or not self.announced) or self.stale:
             return
         if self.engine.clock() - self.last_write < self.engine.options.live_interval:
             return
         self.dirty = False
         try:
-            self.commit(Changes(results=self.rendered()))
+            self.commit(self.live_changes())
         except _Restart:
             self.stale = True
 
-    def commit(self, changes: Changes) -> None:
-        """Write ``changes`` into the note as it is on disk now; the user's edits win."""
+    def commit(self, changes: Changes | Callable[[Note], Changes]) -> None:
+        """Write ``changes`` into the note as it is on disk now; the user's edits win.
+
+        ``changes`` may be a function of that note, for changes decided by what it says.
+        """
         for _ in range(MAX_CONFLICTS):
-            text = apply(self.note, changes)
+            wanted = changes(self.note) if callable(changes) else changes
+            text = apply(self.note, wanted)
             new = text.encode("utf-8")
             try:
                 self.engine.writer.write(self.path, self.data, new)
             except WriteConflict as conflict:
                 self._reload(conflict.current)
                 continue
-            self.data, self.note = new, parse(text)
-            self.print = fingerprint(self.note)
+            # The note is parsed again only if it is needed (a further write or a conflict).
+            self.data, self._text, self._note = new, text, None
             self.last_write = self.engine.clock()
+            if wanted.status is not None:
+                self.announced = True
+            if wanted.answer is not None:  # vaultd's own answer is part of what it runs on
+                self.print = fingerprint(self.note)
             return
         raise WriteError(f"{self.path}: the note kept changing; gave up writing")
 
@@ -465,4 +534,11 @@ class _Session:
             raise _Stop("left_alone", "its Status was changed while it ran; left as it is")
         if fingerprint(note) != self.print:
             raise _Restart
-        self.data, self.note = current, note
+        self.data, self._text, self._note = current, None, note
+
+    @property
+    def note(self) -> Note:
+        if self._note is None:
+            assert self._text is not None
+            self._note = parse(self._text)
+        return self._note

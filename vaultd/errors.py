@@ -17,11 +17,14 @@ translated into these at the edge where they arise, with ``raise ... from exc``,
 the core only ever sees vaultd's own errors.
 
 A :class:`Problem` is one located finding (``line`` is 1-based, ``None`` for the whole
-note); note-level errors carry a list of them so that every problem is reported at once.
+note), with a short ``hint`` of the fix where one is obvious; note-level errors carry a
+list of them so that every problem is reported at once.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -31,10 +34,26 @@ class Problem:
 
     line: int | None
     message: str
+    hint: str = ""  # how to fix it, where that is obvious: "did you mean `x`?"
+
+    @property
+    def text(self) -> str:
+        """The message with its hint: ``message (hint)``."""
+        return f"{self.message} ({self.hint})" if self.hint else self.message
 
     def format(self, path: str) -> str:
-        """``file:line: message``, the form editors and terminals understand."""
-        return f"{path}:{self.line}: {self.message}" if self.line else f"{path}: {self.message}"
+        """``file:line: message (hint)``, the form editors and terminals understand."""
+        return f"{path}:{self.line}: {self.text}" if self.line else f"{path}: {self.text}"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``did you mean `x`?`` for the choice closest to ``word``, or "" when none is close."""
+    options = list(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not close:
+        lowered = {choice.lower(): choice for choice in options}
+        close = [lowered[word.lower()]] if word.lower() in lowered else []
+    return f"did you mean `{close[0]}`?" if close else ""
 
 
 class VaultdError(Exception):
@@ -58,7 +77,7 @@ class FormatError(NoteError):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems, key=lambda p: (p.line or 0, p.message))
-        super().__init__("; ".join(p.message for p in self.problems))
+        super().__init__("; ".join(p.text for p in self.problems))
 
 
 class GraphError(FormatError):

@@ -10,7 +10,7 @@ import heapq
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from vaultd.errors import GraphError, Problem
+from vaultd.errors import GraphError, Problem, did_you_mean
 from vaultd.measures import RESERVED_INPUTS, Measure
 
 
@@ -59,6 +59,9 @@ class Plan:
         return order
 
 
+_INPUT_HINT = "an input is another measure's id, `answer` or `query`"
+
+
 def plan(measures: Iterable[Measure], unreadable: Collection[str] = ()) -> Plan:
     """Check the measures form a DAG and return the plan to run them.
 
@@ -74,6 +77,7 @@ def plan(measures: Iterable[Measure], unreadable: Collection[str] = ()) -> Plan:
                 Problem(
                     measure.line,
                     f"duplicate id `{measure.id}` (first used on line {first[measure.id].line})",
+                    "rename one of them",
                 )
             )
         else:
@@ -86,19 +90,23 @@ def plan(measures: Iterable[Measure], unreadable: Collection[str] = ()) -> Plan:
             if name in RESERVED_INPUTS:
                 continue
             if name == measure.id:
-                problems.append(Problem(measure.line, f"measure `{name}` uses itself as input"))
+                problems.append(Problem(measure.line, f"measure `{name}` uses itself as input",
+                                        _INPUT_HINT))
             elif name in unreadable and name not in first:
                 continue
             elif name not in first:
+                known = [*first, *RESERVED_INPUTS, *unreadable]
                 problems.append(
-                    Problem(measure.line, f"measure `{measure.id}`: unknown input `{name}`")
+                    Problem(measure.line, f"measure `{measure.id}`: unknown input `{name}`",
+                            did_you_mean(name, known) or _INPUT_HINT)
                 )
             elif name not in deps:
                 deps.append(name)
         depends_on[measure.id] = tuple(deps)
     for cycle in _cycles(unique, depends_on):
         path = " → ".join([*cycle, cycle[0]])
-        problems.append(Problem(first[cycle[0]].line, f"the measures form a cycle: {path}"))
+        problems.append(Problem(first[cycle[0]].line, f"the measures form a cycle: {path}",
+                                "one of them must not take the next as its input"))
     if problems or unreadable:
         raise GraphError(problems)
     dependents: dict[str, list[str]] = {m.id: [] for m in unique}

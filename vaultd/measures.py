@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from vaultd.errors import Problem
+from vaultd.errors import Problem, did_you_mean
 
 RESERVED_INPUTS = ("answer", "query")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
@@ -99,7 +99,9 @@ def parse_measures(
         if measure:
             measures.append(measure)
     if not raws and not problems:
-        problems.append(Problem(first_line - 1, "the measures block lists no measures"))
+        problems.append(Problem(first_line - 1, "the measures block lists no measures",
+                                "start each measure with `* ---`" if fmt != "yaml" else
+                                "each measure is a `- id: ...` mapping"))
     return measures, problems
 
 
@@ -114,7 +116,8 @@ def _validate(raw: _Raw) -> tuple[Measure | None, list[Problem]]:
     problems: list[Problem] = []
     for key in data:
         if key not in _FIELD_NAMES:
-            problems.append(Problem(raw.lines.get(key, raw.line), _unknown_field(key)))
+            problems.append(Problem(raw.lines.get(key, raw.line), f"unknown field `{key}`",
+                                    _field_hint(key)))
     data = {k: v for k, v in data.items() if k in _FIELD_NAMES}
     label = f"measure `{data['id']}`" if isinstance(data.get("id"), str) else "measure"
     if "input" in data:
@@ -130,32 +133,47 @@ def _validate(raw: _Raw) -> tuple[Measure | None, list[Problem]]:
         data.pop("params", None)
     kind = data.get("type")
     if kind == "ai" and not data.get("prompt") and "prompt" not in raw.unread:
-        problems.append(Problem(raw.line, f"{label}: an ai measure needs a `prompt`"))
+        problems.append(Problem(raw.line, f"{label}: an ai measure needs a `prompt`",
+                                "add `* prompt: \"...\"`, the instruction to the model"))
     if kind == "programmatic" and not data.get("logic") and "logic" not in raw.unread:
-        problems.append(Problem(raw.line, f"{label}: a programmatic measure needs `logic`"))
+        problems.append(Problem(raw.line, f"{label}: a programmatic measure needs `logic`",
+                                "add `* logic: \"return ...;\"`, a JavaScript function body"))
     try:
         measure = Measure(line=raw.line, **data)
     except ValidationError as exc:
         for error in exc.errors():
             key = str(error["loc"][0]) if error["loc"] else ""
             if key not in raw.unread:  # its problem is already reported
-                problems.append(Problem(raw.lines.get(key, raw.line), _explain(label, key, error)))
+                message, hint = _explain(label, key, error)
+                problems.append(Problem(raw.lines.get(key, raw.line), message, hint))
         return None, problems
     return (None, problems) if problems or raw.unread else (measure, [])
 
 
-def _unknown_field(key: str) -> str:
-    return f"unknown field `{key}` (known: {', '.join(_FIELD_NAMES)})"
+def _field_hint(key: str) -> str:
+    return did_you_mean(key, _FIELD_NAMES) or f"known: {', '.join(_FIELD_NAMES)}"
 
 
-def _explain(label: str, key: str, error: Any) -> str:
+_MISSING_HINTS = {
+    "id": "add `* id: ...`, a name of letters, digits and _",
+    "type": "type is ai or programmatic",
+}
+
+
+def _explain(label: str, key: str, error: Any) -> tuple[str, str]:
+    """A validation error as a message and a hint."""
     kind = error["type"]
     if kind == "missing":
-        return f"{label}: missing required field `{key}`"
+        return f"{label}: missing required field `{key}`", _MISSING_HINTS.get(key, "")
     if key == "type" and kind == "literal_error":
-        return f"{label}: unknown type `{error['input']}` (use `ai` or `programmatic`)"
+        value = str(error["input"])
+        hint = did_you_mean(value, ("ai", "programmatic"))
+        return f"{label}: unknown type `{value}`", hint or "type is ai or programmatic"
+    if key == "max_tokens":
+        return (f"{label}: field `max_tokens`: `{error['input']}` is not a whole number above 0",
+                "e.g. `* max_tokens: 1024`")
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{label}: field `{key}`: {message}"
+    return f"{label}: field `{key}`: {message}", ""
 
 
 # -- measures-md ------------------------------------------------------------------------
@@ -224,7 +242,7 @@ def _store(
     problems: list[Problem],
 ) -> None:
     if not _KEY.match(key):
-        problems.append(Problem(line, f"`{key}` is not a valid field name"))
+        problems.append(Problem(line, f"`{key}` is not a valid field name", _field_hint(key)))
         return
     parts = [(text, at) for text, at in parts if text]
     value: Any = None
@@ -259,7 +277,8 @@ def _scalar(parts: Located, key: str, problems: list[Problem]) -> Any:
                 break
             line, start = at, start + len(part) + 1
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        problems.append(Problem(line, f"field `{key}`: not a valid YAML value ({reason})"))
+        problems.append(Problem(line, f"field `{key}`: not a valid YAML value ({reason})",
+                                'put text in double quotes: "..."'))
         return _UNREADABLE
     except RecursionError:  # PyYAML recurses once per level of nesting
         problems.append(Problem(parts[0][1], f"field `{key}`: {TOO_DEEP}"))
@@ -271,7 +290,7 @@ def _put(raw: _Raw, key: str, value: Any, line: int, problems: list[Problem]) ->
     head, *rest = key.split(".")
     if head in raw.lines and not rest:
         problems.append(Problem(line, f"field `{key}` is given twice (first on line "
-                                      f"{raw.lines[head]})"))
+                                      f"{raw.lines[head]})", "remove one of them"))
         return
     raw.lines.setdefault(head, line)
     if not rest:
@@ -288,7 +307,8 @@ def _put(raw: _Raw, key: str, value: Any, line: int, problems: list[Problem]) ->
             return
     if rest[-1] in target:
         first = raw.lines.get(key, raw.lines[head])
-        problems.append(Problem(line, f"field `{key}` is given twice (first on line {first})"))
+        problems.append(Problem(line, f"field `{key}` is given twice (first on line {first})",
+                                "remove one of them"))
         return
     target[rest[-1]] = value
     raw.lines[key] = line

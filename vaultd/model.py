@@ -20,17 +20,19 @@ vaultd retries by itself rather than through the SDK (whose client is built with
 from __future__ import annotations
 
 import email.utils
+import os
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
-
-import anthropic
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vaultd.errors import ModelError
+
+if TYPE_CHECKING:
+    import anthropic
 
 NO_KEY = "no API key (set ANTHROPIC_API_KEY)"
 CLOSED = "the model client was closed"
@@ -90,6 +92,14 @@ class Model(Protocol):
 
 def credentials_problem() -> str | None:
     """None when the SDK finds a key, token or profile here; else what is missing or wrong."""
+    for what in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
+        problem = _unsendable(what, os.environ.get(what))
+        if problem:
+            return problem
+    if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+        return None  # the common case, known without importing the SDK (a second's import)
+    import anthropic
+
     try:
         client = anthropic.Anthropic()
     except anthropic.AnthropicError as exc:
@@ -97,18 +107,28 @@ def credentials_problem() -> str | None:
     try:
         for what, value in (("ANTHROPIC_API_KEY", client.api_key),
                             ("ANTHROPIC_AUTH_TOKEN", client.auth_token)):
-            if isinstance(value, str) and not _sendable(value):
-                # httpx would refuse the header, quoting the key in its error message
-                return (f"the key in {what} has a space, a line break or another control "
-                        "character in it: remove it")
+            problem = _unsendable(what, value)
+            if problem:
+                return problem
         found = client.api_key or client.auth_token or client.credentials
         return None if found else NO_KEY
     finally:
         client.close()
 
 
-def _sendable(secret: str) -> bool:
-    return bool(secret) and all(ch.isprintable() and not ch.isspace() for ch in secret)
+def _unsendable(what: str, secret: object) -> str | None:
+    """What is wrong with a key that httpx would refuse as a header value (quoting the key
+    whole in its error message, which would then be written into notes and logs)."""
+    if not isinstance(secret, str) or not secret:
+        return None
+    if all(ch.isprintable() and not ch.isspace() for ch in secret):
+        return None
+    return (f"the key in {what} has a space, a line break or another control character in "
+            "it: remove it")
+
+
+def _secrets(*values: object) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v for v in values if isinstance(v, str) and v))
 
 
 REDACTED = "[API key]"
@@ -420,10 +440,11 @@ class AnthropicModel:
             extra["base_url"] = base_url
         if api_key is not None:
             extra["api_key"] = api_key
-        self._client = anthropic.Anthropic(max_retries=0, timeout=timeout, **extra)
+        self._client_args: dict[str, Any] = {"max_retries": 0, "timeout": timeout, **extra}
+        self._client_made: anthropic.Anthropic | None = None
         # never in a message, whatever an error or a misbehaving server quotes back
-        self._secrets = tuple(value for value in (self._client.api_key, self._client.auth_token)
-                              if isinstance(value, str) and value)
+        self._secrets = _secrets(api_key, os.environ.get("ANTHROPIC_API_KEY"),
+                                 os.environ.get("ANTHROPIC_AUTH_TOKEN"))
         self._random = random.Random()
         self._lock = threading.Lock()  # the counters
         self._auth = threading.Condition()
@@ -435,12 +456,32 @@ class AnthropicModel:
     def base_url(self) -> str:
         return str(self._client.base_url).rstrip("/")
 
+    def warm_up(self) -> None:
+        """Make the client (importing the SDK) in the background, while other work goes on."""
+        threading.Thread(target=lambda: self._client, name="vaultd-sdk-import",
+                         daemon=True).start()
+
+    @property
+    def _client(self) -> anthropic.Anthropic:
+        """The SDK client, made (and the SDK imported: about a second) on first use, so a
+        run that the response cache answers whole never pays for it."""
+        with self._lock:
+            if self._client_made is None:
+                import anthropic
+
+                self._client_made = anthropic.Anthropic(**self._client_args)
+                self._secrets = _secrets(*self._secrets, self._client_made.api_key,
+                                         self._client_made.auth_token)
+            return self._client_made
+
     def close(self) -> None:
         """Close the client; calls waiting on a pause or on the key fail at once."""
         self.gate.close()
         with self._auth:
             self._auth.notify_all()
-        self._client.close()
+        client = self._client_made  # not under the lock: an import in progress is not waited for
+        if client is not None:
+            client.close()
 
     def complete(self, request: ModelRequest) -> ModelReply:
         return self.send(request_params(request))
@@ -504,6 +545,8 @@ class AnthropicModel:
 
     def _attempt(self, params: dict[str, Any], retry: int) -> ModelReply | _Failure:
         """One HTTP request, once the key and the gate allow it."""
+        import anthropic
+
         probe = self._admit()
         accepted = False
         refused: str | None = None

@@ -13,6 +13,8 @@ same character at least as long.
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -113,10 +115,17 @@ class Property:
     def value(self) -> object:
         """The property's value as YAML reads it (``None`` when it cannot be read)."""
         text = f"{self.raw_value}\n{self.more}\n" if self.more else self.raw_value
-        try:
-            return yaml.safe_load(text) if text.strip() else None
-        except (yaml.YAMLError, RecursionError):  # PyYAML recurses once per level
-            return None
+        value = _yaml_value(text)
+        return copy.deepcopy(value) if isinstance(value, list | dict) else value
+
+
+@functools.lru_cache(maxsize=1024)
+def _yaml_value(text: str) -> object:
+    """``text`` as YAML reads it; the same few values (``Pending``, ``Done``...) recur."""
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except (yaml.YAMLError, RecursionError):  # PyYAML recurses once per level of nesting
+        return None
 
 
 @dataclass(frozen=True)

@@ -61,11 +61,15 @@ def open_services(
     on_written: Callable[[Path, os.stat_result], None] | None = None,
     live_interval: float = 0.25,
     batch: bool = False,
+    announce_at_start: bool = True,
+    warm_up: bool = False,
 ) -> Iterator[Services]:
     """Everything the engine needs for ``vault``; the journal is recovered first.
 
-    Model requests go through the response cache (unless ``settings.cache`` is off); with
-    ``batch`` they are deferred to the Message Batches API instead of sent one by one.
+    With ``warm_up``, the model client is made in the background from the start (else on
+    the first request the cache cannot answer). Model requests go through the response
+    cache (unless ``settings.cache`` is off); with ``batch`` they are deferred to the
+    Message Batches API instead of sent one by one.
 
     On leaving, model requests still in flight are not waited for: every note's own
     thread has finished its writes by then.
@@ -89,6 +93,8 @@ def open_services(
         model = batch_model
     else:
         client = AnthropicModel(max_retries=settings.model_retries, timeout=settings.model_timeout)
+        if warm_up:  # the SDK takes a second to import: start now, while notes are read
+            client.warm_up()
         model = client
         if settings.cache:
             cache = ResponseCache(vault / CACHE_FILE)
@@ -117,8 +123,10 @@ def open_services(
         answer_max_tokens=settings.answer_max_tokens,
         max_note_bytes=settings.max_note_bytes,
         live_interval=live_interval,
+        announce_at_start=announce_at_start,
         prices=dict(settings.prices),
         use_cache=settings.cache,
+        property_prefix=settings.property_prefix,
     )
     try:
         yield Services(Engine(effects, writer, options), writer, problem, recovered, batches)

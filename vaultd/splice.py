@@ -1,10 +1,12 @@
 """Splicing: vaultd's parts put into the text the user has now. Pure: text in, text out.
 
-vaultd owns its frontmatter properties (``Status``'s value, ``Error``, ``Evaluated``), an
-answer callout it generated, the evaluation pairs, and its ``[!error]`` callout. Every
-other line is copied through untouched, line ending and all. New lines take the note's
-dominant line ending (a rewritten property line keeps its own, and its comment and trailing
-spaces); a note that ended without a final newline still does.
+vaultd owns its frontmatter properties (``Status``'s value, ``Error``, ``Evaluated``, the
+results it writes as properties and their record), an answer callout it generated, the
+evaluation pairs, and its ``[!error]`` callout. Every other line is copied through
+untouched, line ending and all. New lines take the note's dominant line ending (a
+rewritten property line keeps its own, and its comment and trailing spaces); a note that
+ended without a final newline still does. A property is edited line by line: replacing a
+block list removes its ``- item`` lines and nothing else.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ class Changes:
     """What vaultd wants the note to say. ``None`` leaves that part as it is."""
 
     status: str | None = None
-    properties: dict[str, str | None] = field(default_factory=dict)  # YAML text; None removes
+    # key -> the YAML text after "key:"; None removes the key. Text that starts with a line
+    # break is a block value: its further lines ("  - item") follow the key's line.
+    properties: dict[str, str | None] = field(default_factory=dict)
     answer: str | None = None
     results: Lines | None = None
     error: Lines | None = None
@@ -39,6 +43,7 @@ class _Edit:
     end: int
     lines: Lines  # without endings
     ending: str | None = None  # the last line's ending; None: the note's own newline
+    first_ending: str | None = None  # the first line's, when there are several
 
 
 def apply(note: Note, changes: Changes) -> str:
@@ -67,6 +72,8 @@ def _render(note: Note, edits: list[_Edit], appends: list[Lines]) -> str:
         edits.append(_Edit(len(lines), len(lines), block))
     for edit in sorted(edits, key=lambda e: (e.start, e.end), reverse=True):
         new = [line + newline for line in edit.lines]
+        if edit.first_ending is not None and new:
+            new[0] = edit.lines[0] + edit.first_ending
         if edit.ending is not None and new:
             new[-1] = edit.lines[-1] + edit.ending
         elif edit.end == len(lines) and ends_open and new:
@@ -93,14 +100,20 @@ def _property_edits(note: Note, changes: Changes) -> list[_Edit]:
         prop = note.frontmatter.get(key)
         if prop is None:
             if value is not None:
-                added.append(f"{key}: {value}")
+                inline, *more = value.split("\n")
+                added.extend([f"{key}: {inline}" if inline else f"{key}:", *more])
             continue
-        if value is None:
+        if value is None:  # the key's line and every line of its value
             edits.append(_Edit(prop.start, prop.end, []))
             continue
         line = note.lines[prop.start]
-        new_line = _with_value(strip_eol(line), prop.raw_value, value)
-        edits.append(_Edit(prop.start, prop.end, [new_line], line_ending(line)))
+        inline, *more = value.split("\n")
+        new_line = _with_value(strip_eol(line), prop.raw_value, inline)
+        if more:  # a block value replaces the old value's lines, and only those
+            edits.append(_Edit(prop.start, prop.end, [new_line, *more],
+                               first_ending=line_ending(line)))
+        else:
+            edits.append(_Edit(prop.start, prop.end, [new_line], line_ending(line)))
     if added:
         closing = note.frontmatter.end - 1
         edits.append(_Edit(closing, closing, added))
@@ -112,8 +125,10 @@ def _with_value(line: str, raw: str, value: str) -> str:
     body = line.rstrip()
     trailing = line[len(body) :]
     if not raw:
-        return f"{body} {value}{trailing}"
+        return f"{body} {value}{trailing}" if value else line
     head = body[: len(body) - len(raw)]
+    if not value:  # the value goes on the lines below: the key (and its comment) stays
+        head = head.rstrip()
     if raw.startswith("#"):  # no value, only a comment
         return f"{head}{value} {raw}{trailing}"
     quoted = _QUOTED.match(raw)

@@ -1,24 +1,54 @@
 """The vault: which files are notes.
 
 A note is a ``*.md`` file inside the vault, outside ``.obsidian/``, ``.trash/``, ``.git/``,
-``.vaultd/`` and every other dot-folder, reached from the vault without passing through a
-symbolic link. A symlinked note or folder is never a note, wherever it points: it is not
-read, not run and not written (a link to a note inside the vault changes nothing, since that
-note is a note under its own path). So a walk never leaves the vault, and neither does a
-read or a write: :func:`open_note` opens one path component at a time with ``O_NOFOLLOW``.
+``.vaultd/`` and every other dot-folder, and outside the vault's templates folder (a
+template is not a note, whatever its Status says), reached from the vault without passing
+through a symbolic link. A symlinked note or folder is never a note, wherever it points: it
+is not read, not run and not written (a link to a note inside the vault changes nothing,
+since that note is a note under its own path). So a walk never leaves the vault, and neither
+does a read or a write: :func:`open_note` opens one path component at a time with
+``O_NOFOLLOW``.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from vaultd.note import parse, split_lines
 
 HEAD_BYTES = 4096  # enough to read a note's frontmatter
+TEMPLATES_SETTINGS = Path(".obsidian") / "templates.json"  # the Templates core plugin's
+DEFAULT_TEMPLATES = "Templates"
+
+
+def templates_folder(vault: Path) -> Path:
+    """The folder Obsidian's Templates plugin inserts from: its ``folder`` setting in
+    ``.obsidian/templates.json``, or ``Templates`` when that is not set (or leaves the vault,
+    or is the vault itself)."""
+    try:
+        data = json.loads((vault / TEMPLATES_SETTINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    folder = data.get("folder") if isinstance(data, dict) else None
+    relative = PurePosixPath(folder.replace("\\", "/").strip().strip("/")) \
+        if isinstance(folder, str) else PurePosixPath()
+    if not relative.parts or ".." in relative.parts:
+        relative = PurePosixPath(DEFAULT_TEMPLATES)
+    return vault.joinpath(*relative.parts)
+
+
+def find_vault(path: Path) -> Path | None:
+    """The vault ``path`` is in: the nearest folder holding ``.obsidian/`` or ``.vaultd/``."""
+    here = path.resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".obsidian").is_dir() or (folder / ".vaultd").is_dir():
+            return folder
+    return None
 
 
 def is_note_path(vault: Path, path: Path) -> bool:
@@ -29,33 +59,42 @@ def is_note_path(vault: Path, path: Path) -> bool:
         return False
     if not parts or not parts[-1].lower().endswith(".md"):
         return False
-    return not any(part.startswith(".") for part in parts)
+    if any(part.startswith(".") for part in parts):
+        return False
+    return templates_folder(vault) not in path.parents
 
 
 def wants_run(path: Path) -> bool:
-    """Whether the note's Status is Pending or Processing, read from its head alone.
+    """Whether the note's Status is Pending or Processing, read from its head alone."""
+    status = head_status(path)
+    return status is None or status in ("pending", "processing")
 
-    A note that cannot be read (a permission) counts as wanting a run, so that the run says
-    why it cannot be read instead of passing over it in silence."""
+
+def head_status(path: Path) -> str | None:
+    """The note's Status, lower-cased, read from its head alone ("" for none, or if the file
+    is gone); None when the frontmatter runs past the head, or the file cannot be read (a
+    permission): then read the whole note, and that read says why it cannot."""
     try:
         with path.open("rb") as handle:
             head = handle.read(HEAD_BYTES)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return False
+        return ""
     except OSError:
-        return True
+        return None
     if not head.lstrip(b"\xef\xbb\xbf").startswith(b"---"):
-        return False
+        return ""
     text = head.decode("utf-8", errors="replace")
     note = parse(text if len(head) < HEAD_BYTES else "".join(split_lines(text)[:-1]))
     if note.frontmatter is None and len(head) == HEAD_BYTES:
-        return True  # frontmatter longer than the head: let the engine read it all
-    return (note.status or "").strip().lower() in ("pending", "processing")
+        return None
+    return (note.status or "").strip().lower()
 
 
-def iter_notes(vault: Path) -> Iterator[Path]:
-    """Every note in the vault, folder by folder in name order."""
-    stack = [vault]
+def iter_notes(folder: Path, vault: Path | None = None) -> Iterator[Path]:
+    """Every note in ``folder`` (the vault, or a folder in ``vault``), folder by folder in
+    name order."""
+    templates = templates_folder(folder if vault is None else vault).resolve()
+    stack = [folder]
     while stack:
         folder = stack.pop()
         try:
@@ -69,7 +108,8 @@ def iter_notes(vault: Path) -> Iterator[Path]:
                 continue
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    subfolders.append(Path(entry.path))
+                    if Path(entry.path).resolve() != templates:  # "." and ".." alike
+                        subfolders.append(Path(entry.path))
                 elif entry.name.lower().endswith(".md") and entry.is_file(follow_symlinks=False):
                     yield Path(entry.path)
             except OSError:
@@ -81,12 +121,14 @@ class LinkError(OSError):
     """The path passes through a symbolic link, which vaultd does not follow."""
 
 
-def locate(vault: Path, path: Path) -> tuple[Path, str] | None:
+def locate(vault: Path, path: Path, vault_real: Path | None = None
+           ) -> tuple[Path, str] | None:
     """(the vault's real path, ``path`` relative to it), or None when ``path`` is not inside.
 
     ``path`` is absolute or relative to the vault, and is taken as written: ``..`` is
-    resolved lexically and links are not resolved (:func:`open_note` refuses them)."""
-    vault_real = Path(os.path.realpath(vault))
+    resolved lexically and links are not resolved (:func:`open_note` refuses them).
+    ``vault_real`` spares working out the vault's real path again."""
+    vault_real = vault_real or Path(os.path.realpath(vault))
     full = Path(os.path.abspath(path if path.is_absolute() else vault / path))
     for base in (Path(os.path.abspath(vault)), vault_real):
         if full != base and full.is_relative_to(base):
@@ -99,8 +141,8 @@ def open_note(vault_real: Path, rel: str, flags: int) -> int:
 
     Each folder is opened relative to the one before with ``O_NOFOLLOW``, so a link is
     refused even if it was swapped in after an earlier check. Raises :class:`LinkError` for a
-    link, :class:`FileNotFoundError` when a part is missing (or a folder is now a file), or
-    the ``OSError`` of the last ``open``.
+    link, :class:`FileNotFoundError` when a part is missing, :class:`NotADirectoryError` when
+    a folder on the way is now something else, or the ``OSError`` of the last ``open``.
     """
     parts = rel.split("/")
     fd = os.open(vault_real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -112,7 +154,7 @@ def open_note(vault_real: Path, rel: str, flags: int) -> int:
             except NotADirectoryError:
                 if _is_link(part, fd):
                     raise LinkError(errno.ELOOP, "a folder on the way is a symbolic link") from None
-                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)) from None
+                raise
             os.close(fd)
             fd = step
         try:

@@ -5,7 +5,7 @@ of attributes (a ``chmod`` that makes a note writable again); a folder created o
 is searched for notes (its files may predate the watch on it). Reads are not changes:
 watchdog's ``opened`` and ``closed_no_write`` events, which any program reading a note
 causes (Obsidian, a sync client, vaultd itself), are filtered out before they are even
-queued. Dot-folders and non-``.md`` files are ignored.
+queued. Dot-folders, the templates folder and non-``.md`` files are ignored.
 
 When the kernel's inotify queue overflows, events are lost. watchdog 7 handles the
 ``IN_Q_OVERFLOW`` itself (it logs a warning, drops its pending moves and re-adds its watches)
@@ -123,7 +123,7 @@ class _Handler(FileSystemEventHandler):
             raw = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
             folder = Path(raw.decode() if isinstance(raw, bytes) else raw)
             if folder == self.vault or is_note_path(self.vault, folder / "x.md"):
-                for path in iter_notes(folder):
+                for path in iter_notes(folder, self.vault):
                     self.changed(path)
 
 

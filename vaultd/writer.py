@@ -6,18 +6,24 @@ therefore rewrites notes *in place* (same inode, same mode), and makes that safe
 journal under ``VAULT/.vaultd/journal/``:
 
 1. re-read the note and compare it with what the caller expects (compare-and-write);
-2. record the relative path, the old bytes and the new bytes in a journal entry (written to a
-   temp file, fsynced, renamed into place, directory fsynced);
+2. record the relative path, the old bytes and the new bytes, with a checksum, in a journal
+   *slot* (``journal/slot-N.journal``: a file kept from write to write, so recording an
+   entry is one write and one fsync, with no directory to sync), fsync;
 3. rewrite the note in place: open without ``O_TRUNC``, write every new byte from offset 0,
    ``ftruncate`` to the new length, fsync;
-4. remove the journal entry.
+4. empty the slot (no fsync: an entry that survives a crash finds its note already holding
+   the new bytes, or edited since, and recovery leaves it be).
+
+Writes to different notes proceed at the same time (each takes a free slot); writes to one
+note are serialised. An entry torn by a crash while it was being recorded fails its checksum:
+the note was not touched yet, and recovery discards it.
 
 After a crash at any moment, :meth:`Writer.recover` (run at start) finds the entry and
 completes the write when the note holds the old bytes or a torn mix of old and new, so a note
 is always either the old content or the new content. If the note holds anything else, the
 user edited it while vaultd was down, and it is left alone.
 
-Test hook: when the environment variable ``VAULTD_CRASH_AT`` is set (read at call time) to one
+Test hook: when the environment variable ``VAULTD_CRASH_AT`` is set (read at start) to one
 of ``after_journal``, ``mid_write`` (write only the first half of the new bytes),
 ``before_truncate`` or ``before_clear``, :meth:`Writer.write` calls ``os._exit(70)`` at that
 point. It exists only so that tests can crash a real process mid-write.
@@ -34,7 +40,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import stat
 import sys
 import threading
@@ -59,8 +64,10 @@ CRASH_EXIT_CODE = 70
 
 BLOCK = 4096
 _ENTRY_VERSION = 1
-_ENTRY_SUFFIX = ".json"
+_ENTRY_SUFFIX = ".json"  # one entry per file (written by vaultd before slots; still read)
+_SLOT_PREFIX, _SLOT_SUFFIX = "slot-", ".journal"
 _TEMP_SUFFIX = ".tmp"
+_NOTE_LOCKS = 64  # writes to one note are serialised by one of these (by path hash)
 _READ_CHUNK = 1 << 20
 
 
@@ -99,7 +106,12 @@ class Writer:
         self.vault = Path(vault)
         self.on_written = on_written
         self.journal_dir = self.vault / ".vaultd" / "journal"
-        self._lock = threading.Lock()
+        self._vault_real = Path(os.path.realpath(self.vault))
+        self._note_locks = [threading.Lock() for _ in range(_NOTE_LOCKS)]
+        self._slots_lock = threading.Lock()  # the free slots, and recovery
+        self._free_slots: list[int] = []
+        self._slot_count = 0
+        self._held: dict[str, tuple[int, Path]] = {}  # note -> its unfinished write's slot
 
     # ------------------------------------------------------------------ write
 
@@ -113,8 +125,10 @@ class Writer:
         journal cannot be written). Does nothing if ``expected == new`` and the note matches.
         The note is never created.
         """
-        with self._lock:
-            self._write(Path(path), bytes(expected), bytes(new))
+        path = Path(path)
+        lock = self._note_locks[hash(os.path.abspath(path)) % _NOTE_LOCKS]
+        with lock:
+            self._write(path, bytes(expected), bytes(new))
 
     def _write(self, path: Path, expected: bytes, new: bytes) -> None:
         vault_real, rel = self._locate(path)
@@ -132,36 +146,58 @@ class Writer:
             if expected == new:
                 return
 
-            entry = self._journal(path, vault_real, rel, expected, new)
-
-            # The journal fsync takes a moment: look again, right before touching the note.
+            slot = self._take_slot()
             try:
-                current = _read_all(fd)
-            except OSError as exc:
-                self._clear(entry)
-                raise _os_error(path, exc) from exc
-            if current != expected:
-                self._clear(entry)
-                raise WriteConflict(current)
-            _crash_point("after_journal")
-
-            try:
-                _rewrite(fd, new, crash_hooks=True)
-            except OSError as exc:
-                self._restore_or_keep(path, fd, expected, entry)
-                raise _os_error(path, exc) from exc
-            _crash_point("before_clear")
-            self._clear(entry)
+                self._write_journaled(path, fd, vault_real, rel, slot, expected, new)
+            finally:
+                self._give_back(slot)
             if self.on_written is not None:
                 self.on_written(path, os.fstat(fd))
         finally:
             os.close(fd)
 
+    def _write_journaled(self, path: Path, fd: int, vault_real: Path, rel: str, slot: int,
+                         expected: bytes, new: bytes) -> None:
+        entry = self._journal(path, vault_real, rel, slot, expected, new)
+
+        # The journal fsync takes a moment: look again, right before touching the note.
+        try:
+            current = _read_all(fd)
+        except OSError as exc:
+            self._clear(entry)
+            raise _os_error(path, exc) from exc
+        if current != expected:
+            self._clear(entry)
+            raise WriteConflict(current)
+        _crash_point("after_journal")
+
+        try:
+            _rewrite(fd, new, crash_hooks=True)
+        except OSError as exc:
+            if not self._restore_or_keep(path, fd, expected, entry):
+                with self._slots_lock:  # the slot is not given back until it is finished
+                    self._held[rel] = (slot, entry)
+            raise _os_error(path, exc) from exc
+        _crash_point("before_clear")
+        self._clear(entry)
+
+    def _take_slot(self) -> int:
+        with self._slots_lock:
+            if self._free_slots:
+                return self._free_slots.pop()
+            self._slot_count += 1
+            return self._slot_count - 1
+
+    def _give_back(self, slot: int) -> None:
+        with self._slots_lock:
+            if all(held != slot for held, _ in self._held.values()):
+                self._free_slots.append(slot)
+
     def _locate(self, path: Path) -> tuple[Path, str]:
         """(vault's real path, note's path relative to it); see :func:`vault.locate`."""
-        found = locate(self.vault, path)
+        found = locate(self.vault, path, self._vault_real)
         if found is None:
-            raise WriteError(f"{path}: not inside the vault {os.path.realpath(self.vault)}")
+            raise WriteError(f"{path}: not inside the vault {self._vault_real}")
         if found[1].split("/", 1)[0] == ".vaultd":
             raise WriteError(f"{path}: is inside vaultd's own directory")
         return found
@@ -169,80 +205,101 @@ class Writer:
     def _finish_pending(self, path: Path, vault_real: Path, rel: str) -> None:
         """Complete an earlier write of this note that failed and could not be undone.
 
-        Such an entry stays in the journal for :meth:`recover`; a later write must not
-        overwrite it (and with it the only copy of the new bytes), nor start from a torn note.
+        Its entry is held in its journal slot (for :meth:`recover`, too); a later write must
+        not start from the torn note, nor let the slot be reused (and with it the only copy of
+        the new bytes) before the write is finished.
         """
-        entry_path = vault_real / ".vaultd" / "journal" / _entry_name(rel)
-        if not os.path.lexists(entry_path):
+        with self._slots_lock:
+            held = self._held.get(rel)
+        if held is None:
             return
+        slot, entry_path = held
         try:
-            entry = _read_entry(entry_path)
+            entry: _Entry | None = _read_entry(entry_path, slot=True)
         except _BadEntry as exc:
-            log.warning("journal entry %s is unusable (%s); removed", entry_path, exc)
-            _remove(entry_path)
-            return
-        outcome, detail, keep = self._recover_one(vault_real, entry)
-        log.warning("journal: %s: %s %s", path, outcome, detail)
-        if keep:
-            raise WriteError(f"{path}: an earlier write is not finished: {detail}",
-                             transient=True)
-        _remove(entry_path)
+            log.warning("journal entry %s is unusable (%s); cleared", entry_path, exc)
+            entry = None
+        if entry is not None:
+            outcome, detail, keep = self._recover_one(vault_real, entry)
+            log.warning("journal: %s: %s %s", path, outcome, detail)
+            if keep:
+                raise WriteError(f"{path}: an earlier write is not finished: {detail}",
+                                 transient=True)
+        self._clear(entry_path)
+        with self._slots_lock:
+            del self._held[rel]
+        self._give_back(slot)
 
-    def _journal(self, path: Path, vault_real: Path, rel: str, old: bytes, new: bytes) -> Path:
-        """Durably record the write; returns the entry's path. The note is not touched."""
+    def _journal(self, path: Path, vault_real: Path, rel: str, slot: int, old: bytes,
+                 new: bytes) -> Path:
+        """Durably record the write in journal slot ``slot``; returns the slot's path."""
         jdir = vault_real / ".vaultd" / "journal"
-        name = _entry_name(rel)
-        entry = jdir / name
-        temp = jdir / f".{name}.{secrets.token_hex(8)}{_TEMP_SUFFIX}"
+        entry = jdir / f"{_SLOT_PREFIX}{slot}{_SLOT_SUFFIX}"
         data = _encode_entry(rel, old, new)
         try:
             _ensure_dir(jdir)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
-                os.fchmod(fd, 0o600)
-                _pwrite_all(fd, data)
-                _fsync(fd)
+                fd = os.open(entry, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+                created = False
+            except FileNotFoundError:
+                fd = os.open(entry, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600)
+                created = True
+            try:
+                if created:
+                    os.fchmod(fd, 0o600)
+                try:
+                    _pwrite_all(fd, data)
+                    os.ftruncate(fd, len(data))
+                    _fsync(fd)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, 0)
+                    raise
             finally:
                 os.close(fd)
-            os.replace(temp, entry)
-            _fsync_dir(jdir)
+            if created:  # the slot's name must survive a crash too
+                _fsync_dir(jdir)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
             raise WriteError(
                 f"{path}: cannot write the journal in {jdir}: {exc.strerror or exc}",
                 transient=True,
             ) from exc
         return entry
 
-    def _restore_or_keep(self, path: Path, fd: int, old: bytes, entry: Path) -> None:
-        """The in-place write failed: put the old bytes back, or leave the entry for recover()."""
+    def _restore_or_keep(self, path: Path, fd: int, old: bytes, entry: Path) -> bool:
+        """The in-place write failed: put the old bytes back (True), or leave the entry for
+        the next write of the note or recover() to complete (False)."""
         try:
             _rewrite(fd, old, crash_hooks=False)
         except OSError as exc:
             log.error(
                 "%s: could not restore the old content (%s); the journal entry %s is kept "
-                "so that recover() completes the write",
+                "so that the next write of the note, or recover(), completes the write",
                 path,
                 exc.strerror or exc,
                 entry,
             )
-            return
+            return False
         self._clear(entry)
+        return True
 
     def _clear(self, entry: Path) -> None:
-        """Remove a journal entry. Failing is harmless (recover() finds the note up to date)."""
+        """Empty a journal slot (or remove an entry file). Not synced, and failing is
+        harmless: recover() finds the note up to date, or edited since, and leaves it be."""
         try:
-            os.unlink(entry)
-            _fsync_dir(entry.parent)
+            if entry.name.startswith(_SLOT_PREFIX):
+                os.truncate(entry, 0)
+            else:
+                os.unlink(entry)
         except OSError as exc:
-            log.warning("could not remove journal entry %s: %s", entry, exc.strerror or exc)
+            log.warning("could not clear journal entry %s: %s", entry, exc.strerror or exc)
 
     # ---------------------------------------------------------------- recover
 
     def recover(self) -> list[Recovery]:
         """Finish or discard every write left in the journal by a crash; report each entry."""
-        with self._lock:
+        with self._slots_lock:
             return self._recover()
 
     def _recover(self) -> list[Recovery]:
@@ -255,36 +312,56 @@ class Writer:
             raise WriteError(f"{jdir}: {exc.strerror or exc}") from exc
         vault_real = Path(os.path.realpath(self.vault))
         results: list[Recovery] = []
+        kept: set[str] = set()
         for name in names:
             entry_path = jdir / name
             if name.startswith(".") and name.endswith(_TEMP_SUFFIX):
                 # A crash while journaling: the note was never touched.
                 _remove(entry_path)
                 continue
+            is_slot = name.startswith(_SLOT_PREFIX) and name.endswith(_SLOT_SUFFIX)
+            if is_slot and _is_empty_file(entry_path):
+                continue  # a free slot
             try:
-                entry = _read_entry(entry_path)
+                entry = _read_entry(entry_path, slot=is_slot)
             except _BadEntry as exc:
                 results.append(Recovery(entry_path, "bad_entry", str(exc)))
-                _remove(entry_path)
+                self._discard(entry_path, is_slot)
                 continue
             outcome, detail, keep = self._recover_one(vault_real, entry)
             results.append(Recovery(self.vault / entry.rel, outcome, detail))
-            if not keep:
-                _remove(entry_path)
+            if keep and is_slot:
+                kept.add(name)
+            elif not keep:
+                self._discard(entry_path, is_slot)
+        # New writes use slots numbered after every slot on disk: a kept entry is never reused.
+        numbers = [int(n[len(_SLOT_PREFIX):-len(_SLOT_SUFFIX)]) for n in names
+                   if n.startswith(_SLOT_PREFIX) and n.endswith(_SLOT_SUFFIX)
+                   and n[len(_SLOT_PREFIX):-len(_SLOT_SUFFIX)].isdigit()]
+        self._slot_count = max([self._slot_count - 1, *numbers]) + 1
+        self._free_slots = [i for i in numbers if f"{_SLOT_PREFIX}{i}{_SLOT_SUFFIX}" not in kept]
         with contextlib.suppress(OSError):
             _fsync_dir(jdir)
         return results
 
+    def _discard(self, entry_path: Path, is_slot: bool) -> None:
+        if is_slot:
+            self._clear(entry_path)
+        else:
+            _remove(entry_path)
+
     def _recover_one(self, vault_real: Path, entry: _Entry) -> tuple[Outcome, str, bool]:
         """(outcome, detail, keep the entry) for one valid entry."""
         try:
-            fd = _open_note(vault_real, entry.rel, vault_real / entry.rel)
-        except WriteConflict:
+            fd = open_note(vault_real, entry.rel, os.O_RDWR | os.O_NONBLOCK)
+        except FileNotFoundError:
             return "missing", "the note no longer exists", False
-        except WriteError as exc:
-            if not exc.transient:
+        except LinkError:
+            return "left_alone", "the path now leads through a symbolic link; not followed", False
+        except OSError as exc:
+            if exc.errno in (errno.EISDIR, errno.ENXIO):
                 return "left_alone", "the path is no longer a regular file", False
-            return "left_alone", f"cannot open: {exc}; entry kept for a retry", True
+            return "left_alone", f"cannot open: {exc.strerror}; entry kept for a retry", True
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return "left_alone", "the path is no longer a regular file", False
@@ -312,15 +389,18 @@ class Writer:
 # ---------------------------------------------------------------------- helpers
 
 
+_CRASH_AT = os.environ.get(CRASH_ENV)  # read once: a test sets it for a whole process
+
+
 def _crash_point(point: str) -> None:
     """Test hook: die here if ``VAULTD_CRASH_AT`` names this point."""
-    if os.environ.get(CRASH_ENV) == point:
+    if point == _CRASH_AT:
         os._exit(CRASH_EXIT_CODE)
 
 
 def _rewrite(fd: int, data: bytes, *, crash_hooks: bool) -> None:
     """Write ``data`` over the file from offset 0, truncate to its length, fsync."""
-    if crash_hooks and os.environ.get(CRASH_ENV) == "mid_write":
+    if crash_hooks and _CRASH_AT == "mid_write":
         _pwrite_all(fd, data[: len(data) // 2])
         os._exit(CRASH_EXIT_CODE)
     _pwrite_all(fd, data)
@@ -443,7 +523,15 @@ def _encode_entry(rel: str, old: bytes, new: bytes) -> bytes:
     return json.dumps(doc, ensure_ascii=True).encode("ascii")
 
 
-def _read_entry(path: Path) -> _Entry:
+def _is_empty_file(path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
+
+
+def _read_entry(path: Path, *, slot: bool = False) -> _Entry:
     """Parse and validate a journal entry; :class:`_BadEntry` says what is wrong with it."""
     try:
         st = os.lstat(path)
@@ -479,7 +567,7 @@ def _read_entry(path: Path) -> _Entry:
     pure = PurePosixPath(rel)
     if not rel or pure.is_absolute() or ".." in pure.parts or pure.parts[:1] == (".vaultd",):
         raise _BadEntry(f"unsafe note path {rel!r}")
-    if path.name != _entry_name(rel):
+    if not slot and path.name != _entry_name(rel):
         raise _BadEntry("file name does not match the note path")
     return _Entry(rel, old, new)
 

@@ -1,0 +1,191 @@
+"""Results read back out of a note: its evaluation pairs, matched to its measures. Pure.
+
+vaultd writes each measure's result as an ``[!evaluation]`` / ``[!evaluation-result]``
+pair (see :mod:`vaultd.render`). The pair names the measure by its label (the
+description, or the id when there is none), not by its id, so each pair is matched to
+the note's declared measures by label, in declared order (the order vaultd writes them
+in); two measures with the same label are told apart by that order. A pair that names no
+declared measure (the measures were edited after the run) is counted, not guessed at.
+
+A result is kept as the text the note shows. What it means is read off that text the
+way :func:`vaultd.render.render_value` wrote it: ``true``/``false`` are booleans, a JSON
+number is a number, ``null`` is null, several lines are a list (one item a line), an
+``Error: ...`` or ``Skipped: ...`` line is a failure, anything else is text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import yaml
+
+from vaultd.measures import Measure, parse_measures
+from vaultd.note import Callout, Note
+from vaultd.render import one_line
+
+Scalar = bool | int | float | str | None
+State = Literal["ok", "error", "skipped"]
+_MONTH = re.compile(r"^(\d{4}-\d\d)-\d\d")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One measure's result in one note, as the note shows it."""
+
+    measure: str  # the measure's id
+    label: str
+    kind: str  # "ai" or "programmatic", as the pair says
+    text: str  # the result block's content, exactly
+
+    @property
+    def state(self) -> State:
+        if self.text.startswith("Error: ") and "\n" not in self.text:
+            return "error"
+        if self.text.startswith("Skipped: ") and "\n" not in self.text:
+            return "skipped"
+        return "ok"
+
+    @property
+    def items(self) -> tuple[str, ...]:
+        """The value's lines: one for a scalar, one per item for a list."""
+        return tuple(self.text.split("\n"))
+
+    @property
+    def value(self) -> Scalar | tuple[Scalar, ...]:
+        """What the text means: a scalar, or a tuple for a value of several lines."""
+        items = self.items
+        if len(items) == 1:
+            return scalar(items[0])
+        return tuple(scalar(item) for item in items)
+
+
+@dataclass(frozen=True)
+class NoteResults:
+    """A finished note's results. ``name`` is its path in the vault, with ``/``."""
+
+    name: str
+    status: str  # as the note spells it: "Done" or "Error"
+    evaluated: str | None  # the Evaluated property as written, if any
+    results: tuple[Result, ...]
+    unmatched: int = 0  # pairs that name no declared measure
+
+    @property
+    def link(self) -> str:
+        """The note's wikilink target: its path without ``.md``."""
+        return self.name[:-3] if self.name.lower().endswith(".md") else self.name
+
+    @property
+    def month(self) -> str | None:
+        """``YYYY-MM`` of the Evaluated property, when it holds a date."""
+        match = _MONTH.match(self.evaluated or "")
+        return match.group(1) if match else None
+
+    def result(self, measure: str) -> Result | None:
+        for result in self.results:
+            if result.measure == measure:
+                return result
+        return None
+
+
+def scalar(text: str) -> Scalar:
+    """A line of a result as the value it renders: JSON numbers, booleans and null, else text."""
+    if not text or text != text.strip() or text[0] not in "-0123456789tfn":
+        return text
+    try:
+        value = json.loads(text, parse_constant=_reject)
+    except ValueError:
+        return text
+    if isinstance(value, float) and not math.isfinite(value):
+        return text  # 1e400: too large to be a number vaultd wrote
+    return value if value is None or isinstance(value, bool | int | float) else text
+
+
+def _reject(name: str) -> object:
+    raise ValueError(name)  # NaN and Infinity are not JSON numbers vaultd writes
+
+
+def is_evaluated(note: Note) -> bool:
+    """Done or Error, and one of vaultd's notes (a task note with ``Status: Done`` is not)."""
+    finished = (note.status or "").strip().lower() in ("done", "error")
+    return finished and bool(note.first("measures") or note.first("evaluation"))
+
+
+def note_results(name: str, note: Note) -> NoteResults:
+    """The results of a parsed note, matched to its measures (see the module docstring)."""
+    measures = _declared(note)
+    used: set[int] = set()
+    results: list[Result] = []
+    unmatched = 0
+    last = -1
+    for head, body in _pairs(note):
+        label, kind = head
+        index = _match(measures, label, used, last)
+        if index is None:
+            unmatched += 1
+            continue
+        used.add(index)
+        last = index
+        results.append(Result(measures[index].id, label, kind or measures[index].type, body))
+    prop = note.frontmatter.get("evaluated") if note.frontmatter else None
+    evaluated = prop.raw_value.strip().strip("'\"") if prop else None
+    status = (note.status or "").strip()
+    return NoteResults(name, status, evaluated or None, tuple(results), unmatched)
+
+
+def _declared(note: Note) -> list[Measure]:
+    callout = note.first("measures")
+    block = callout.block(("md", "yaml")) if callout else None
+    if block is None:
+        return []
+    fmt = block.info.lower().removeprefix("measures-")
+    measures, _ = parse_measures(block.content, fmt, block.first_line + 1)
+    seen: set[str] = set()
+    unique = []
+    for measure in measures:  # as the engine runs them: the first of a duplicated id
+        if measure.id not in seen:
+            seen.add(measure.id)
+            unique.append(measure)
+    return unique
+
+
+def _match(measures: list[Measure], label: str, used: set[int], last: int) -> int | None:
+    """The declared measure this label names: the next one after ``last``, else any unused."""
+    candidates = [i for i, m in enumerate(measures)
+                  if i not in used and one_line(m.label) == label]
+    later = [i for i in candidates if i > last]
+    found = later or candidates
+    return found[0] if found else None
+
+
+def _pairs(note: Note) -> list[tuple[tuple[str, str], str]]:
+    """Each ``[!evaluation]`` callout's (label, type) and the result callout after it."""
+    pairs: list[tuple[tuple[str, str], str]] = []
+    head: tuple[str, str] | None = None
+    for callout in note.callouts:
+        if callout.kind == "evaluation":
+            head = _head(callout)
+        elif callout.kind == "evaluation-result" and head is not None:
+            block = callout.block(("text",))
+            if block is not None:
+                pairs.append((head, block.content))
+            head = None
+    return pairs
+
+
+def _head(callout: Callout) -> tuple[str, str] | None:
+    block = callout.block(("yaml",))
+    if block is None:
+        return None
+    try:
+        data = yaml.safe_load(block.content)
+    except yaml.YAMLError:
+        return None
+    entry = data[0] if isinstance(data, list) and data else data
+    if not isinstance(entry, dict) or entry.get("measure") is None:
+        return None
+    kind = entry.get("type")
+    return str(entry["measure"]), str(kind) if kind is not None else ""

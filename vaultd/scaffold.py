@@ -1,0 +1,96 @@
+"""``vaultd init``: the files a vault starts with. Never overwrites anything.
+
+Two files: ``.vaultd/config.toml``, every setting commented out at its default (generated
+from :class:`~vaultd.config.Settings`), and a template note in the vault's templates folder
+that Obsidian's Templates plugin inserts: ``Status: Draft``, a query to fill in, an
+empty answer for the answer model to write, and the seed note's four measures. The person
+writes the question, then sets ``Status: Pending`` (a template inserted as Pending would be
+run, and fail for want of a question, before anyone had typed it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vaultd.config import CONFIG_PATH, config_toml
+from vaultd.errors import VaultdError
+from vaultd.vault import TEMPLATES_SETTINGS, templates_folder
+
+TEMPLATE_NAME = "vaultd question.md"
+
+_SEED_MEASURES = """\
+* ---
+  * id: mentioned_treatments
+  * description: "AI Task: Extract all mentioned treatment names"
+  * type: ai
+  * prompt: "Based ONLY on the provided context, list all specific prescription medication \
+BRAND NAMES or therapies mentioned, in the order they appear. Exclude generic names. Your \
+response MUST be a valid JSON array of strings."
+* ---
+  * params.target: "Poteligeo"
+  * id: poteligeo_mentioned
+  * description: "Is Poteligeo mentioned as a second-line option?"
+  * type: programmatic
+  * input: mentioned_treatments
+  * logic: "return input.includes(params.target);"
+* ---
+  * params.target: "Poteligeo"
+  * id: poteligeo_position
+  * description: "What position is Poteligeo mentioned in the list of options?"
+  * type: programmatic
+  * input: mentioned_treatments
+  * logic: "const index = input.indexOf(params.target); return index === -1 ? 'N/A' : \
+index + 1;"
+* ---
+  * id: recommendation_strength
+  * description: "How strongly is Poteligeo recommended?"
+  * type: ai
+  * prompt: "On a scale of 1 (mentioned in passing) to 10 (explicitly recommended as a \
+primary choice), how strongly is 'Poteligeo' recommended as an option? Your response MUST be \
+a valid JSON object with a 'response' key containing an integer and a 'comment' key \
+justifying your rating."
+"""
+
+
+def template_note() -> str:
+    """The template note, in the seed note's shape: write the question, set Pending."""
+    measures = "\n".join(f"> {line}" for line in _SEED_MEASURES.splitlines())
+    return (
+        "---\nStatus: Draft\n---\n\n***\n\n"
+        "> [!query]\n> ```query-text\n> \n> ```\n\n***\n\n"
+        "> [!answer]\n> ```answer-text\n> ```\n\n***\n\n"
+        f"> [!measures]-\n> ```measures-md\n{measures}\n> ```\n"
+    )
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    created: bool  # False: it was there already, and is left as it is
+
+
+def init_vault(vault: Path) -> list[Written]:
+    """Write the vault's config and template note, each only if it is not there yet."""
+    files = [
+        (vault / CONFIG_PATH, config_toml()),
+        (templates_folder(vault) / TEMPLATE_NAME, template_note()),
+    ]
+    return [_create(path, text) for path, text in files]
+
+
+def uses_default_templates(vault: Path) -> bool:
+    """Whether the Templates plugin's folder is not set (so it needs setting to ours)."""
+    return not (vault / TEMPLATES_SETTINGS).is_file()
+
+
+def _create(path: Path, text: str) -> Written:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("x", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+    except FileExistsError:
+        return Written(path, created=False)
+    except OSError as exc:
+        raise VaultdError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    return Written(path, created=True)

@@ -165,3 +165,17 @@ def test_an_echoed_key_is_redacted_in_batch_errors_too(
     assert "[API key]" in text
     for data in ((ran.out + ran.err).encode(), text.encode()):
         assert_no_key(data, "the output or the note")
+
+
+def test_vaultd_init_makes_its_folder_and_config_private(
+    vault: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        assert run_cli("init", str(vault), capsys=capsys).code == 0
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((vault / ".vaultd").stat().st_mode) == 0o700
+    assert stat.S_IMODE((vault / ".vaultd" / "config.toml").stat().st_mode) == 0o600
+    template = next(vault.rglob("vaultd question.md"))  # a note: the user's usual mode
+    assert stat.S_IMODE(template.stat().st_mode) == 0o644

@@ -23,6 +23,25 @@ EVALUATED = re.compile(
     r"|cost_usd: [\d.]+)(\r?\n)", re.M)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--load", action="store_true", default=False,
+                     help="also run the long load and soak tests (tests/test_load.py); "
+                     "so does VAULTD_LOAD=1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "load: a long load or soak test, run with --load")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--load") or os.environ.get("VAULTD_LOAD") == "1":
+        return
+    skip = pytest.mark.skip(reason="a load test: run with --load or VAULTD_LOAD=1")
+    for item in items:
+        if "load" in item.keywords:
+            item.add_marker(skip)
+
+
 @dataclass
 class Ran:
     code: int

@@ -46,9 +46,12 @@ def note_says(path: Path, *needles: str) -> Callable[[], bool]:
 
 
 class DaemonProcess:
-    """``python -m vaultd run VAULT`` with its own notify socket; stop() sends SIGTERM."""
+    """``python -m vaultd run VAULT`` with its own notify socket; stop() sends SIGTERM.
 
-    def __init__(self, vault: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    ``prefix`` goes before the command (e.g. :func:`tests.privileges.obeying_permissions`)."""
+
+    def __init__(self, vault: Path, *args: str, env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None, log_level: str = "INFO") -> None:
         self.vault = vault
         self._dir = tempfile.TemporaryDirectory(prefix="vaultd-notify-")
         self.notify_path = os.path.join(self._dir.name, "notify")
@@ -61,7 +64,8 @@ class DaemonProcess:
         self.log_path = Path(self._dir.name) / "stderr.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vaultd", "run", str(vault), "--log-level", "INFO", *args],
+            [*(prefix or []), sys.executable, "-m", "vaultd", "run", str(vault),
+             "--log-level", log_level, *args],
             env=full_env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
         )
 

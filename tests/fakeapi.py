@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -76,7 +77,9 @@ class Reply:
     produces the API's error JSON, with ``text`` (if given) as the error message. ``body`` replaces
     the generated JSON entirely (a dict is JSON-encoded, bytes are sent verbatim). ``headers`` are
     added to (and override) the generated ones. ``delay`` seconds pass before answering (cut short
-    by ``close()``); ``drop`` closes the connection without sending any response.
+    by ``close()``); ``drop`` closes the connection without sending any response; ``cut`` sends
+    the status line, the headers (with the full ``content-length``) and only the first ``cut``
+    bytes of the body, then resets the connection (TCP RST), as a crashing proxy does.
     """
 
     status: int = 200
@@ -86,6 +89,7 @@ class Reply:
     delay: float = 0.0
     drop: bool = False
     stop_reason: str = "end_turn"
+    cut: int | None = None
 
 
 @dataclass
@@ -290,6 +294,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
+
+    def send_cut(self, status: int, body: bytes, headers: dict[str, str], cut: int) -> None:
+        """Headers for the whole ``body``, ``cut`` bytes of it, then a reset (RST)."""
+        self.send_response(status, _REASONS.get(status))
+        merged = {"content-type": "application/json"}
+        merged.update({k.lower(): v for k, v in headers.items()})
+        merged["content-length"] = str(len(body))
+        for name, value in merged.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body[:cut])
+        self.wfile.flush()
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # linger 0: close() sends RST, not FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
 
 
 class FakeMessagesAPI:
@@ -503,6 +524,8 @@ class FakeMessagesAPI:
                 self.in_flight -= 1
         if drop:
             handler.drop()
+        elif reply.cut is not None:
+            handler.send_cut(reply.status, payload, headers, reply.cut)
         else:
             handler.send(reply.status, payload, headers)
 

@@ -193,6 +193,18 @@ def test_dropped_connection_raises_connection_error(
     assert len(api.requests) == 1
 
 
+def test_a_reply_cut_mid_body_raises_connection_error(
+    api: FakeMessagesAPI, client: anthropic.Anthropic
+) -> None:
+    api.default = Reply(text="a long reply " * 100, cut=50)
+    with pytest.raises(anthropic.APIConnectionError) as info:
+        ask(client, "hi")
+    assert "Connection reset by peer" in str(info.value.__cause__)  # an RST, not a clean close
+    api.default = "whole again"
+    assert text_of(client.messages.create(
+        model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}])) == "whole again"
+
+
 def test_streaming_is_rejected(api: FakeMessagesAPI, client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.BadRequestError) as info:
         client.messages.create(

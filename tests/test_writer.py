@@ -236,15 +236,25 @@ def test_path_outside_vault_is_write_error(vault: Path, tmp_path: Path) -> None:
     assert outside.read_bytes() == OLD
 
 
-def test_symlink_inside_vault_writes_target_in_place(vault: Path) -> None:
+def test_symlink_inside_vault_is_not_written_through(vault: Path) -> None:
+    """Links are never written through, even to a note inside the vault: that note is
+    written under its own path (see SECURITY.md)."""
     target = make_note(vault, OLD, name="real.md")
-    ino = os.stat(target).st_ino
-    link = vault / "alias.md"
-    link.symlink_to("real.md")
-    Writer(vault).write(link, OLD, NEW)
+    (vault / "sub").mkdir()
+    (vault / "alias.md").symlink_to("real.md")
+    (vault / "linked").symlink_to("sub")
+    make_note(vault, OLD, name="sub/n.md")
+    for path in (vault / "alias.md", vault / "linked" / "n.md"):
+        with pytest.raises(WriteError) as info:
+            Writer(vault).write(path, OLD, NEW)
+        assert not isinstance(info.value, WriteConflict)
+        assert str(info.value) == (
+            f"{path}: is a symbolic link, or inside a linked folder: "
+            "vaultd does not write through links")
+    assert target.read_bytes() == OLD and (vault / "sub" / "n.md").read_bytes() == OLD
+    assert journal_entries(vault) == []
+    Writer(vault).write(target, OLD, NEW)
     assert target.read_bytes() == NEW
-    assert os.stat(target).st_ino == ino
-    assert link.is_symlink()
 
 
 def test_unwritable_journal_when_vaultd_is_a_file(vault: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from vaultd.cache import ResponseCache
 from vaultd.errors import ModelError
-from vaultd.model import ModelReply, ModelRequest, request_params
+from vaultd.model import ModelReply, ModelRequest, redact, request_params
 from vaultd.runner import Deferred
 
 log = logging.getLogger("vaultd.batch")
@@ -85,11 +85,17 @@ class Batches:
         import anthropic  # here: the SDK takes a second to import
 
         self._client = anthropic.Anthropic(max_retries=4, timeout=timeout)
+        self._secrets = tuple(value for value in (self._client.api_key, self._client.auth_token)
+                              if isinstance(value, str) and value)
         self.submitted = 0
         self.resumed = 0
 
     def close(self) -> None:
         self._client.close()
+
+    def _fail(self, key: str, why: str) -> None:
+        """A request's error, as the note will show it: never with the API key in it."""
+        self.model.failed(key, redact(why, self._secrets))
 
     # -- the record of submitted batches ---------------------------------------------
 
@@ -140,7 +146,7 @@ class Batches:
         except anthropic.AnthropicError as exc:
             why = f"could not submit the batch: {_one_line(exc)}"
             for key in wanted:
-                self.model.failed(key, why)
+                self._fail(key, why)
             return len(wanted)
         record = {"id": batch.id, "keys": {key: params["model"] for key, params in wanted.items()},
                   "submitted": time.time()}
@@ -172,7 +178,7 @@ class Batches:
         except anthropic.AnthropicError as exc:
             why = f"the batch failed: {_one_line(exc)}"
             for key in models:
-                self.model.failed(key, why)
+                self._fail(key, why)
 
     def _file(self, entry: Any, models: dict[str, str]) -> None:
         key = entry.custom_id
@@ -198,7 +204,7 @@ class Batches:
             error = getattr(result, "error", None)
             inner = getattr(error, "error", error)
             message = getattr(inner, "message", None) or str(inner)
-            self.model.failed(key, f"the batch could not answer: {_one_line(message)}")
+            self._fail(key, f"the batch could not answer: {_one_line(message)}")
         else:  # canceled or expired: ask again in a later run
             self.model.failed(key, f"the batch request was {result.type}; set the note to "
                                    "Pending again")

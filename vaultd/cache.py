@@ -25,6 +25,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +46,22 @@ CREATE TABLE IF NOT EXISTS responses (
     hits INTEGER NOT NULL DEFAULT 0
 )
 """
+
+
+def _while_locked(statement: Callable[[], object]) -> None:
+    """Run ``statement``, again while another process holds the lock, up to the busy timeout.
+
+    Two processes opening a new cache at once: switching it to WAL (or creating the table)
+    can fail with "database is locked" at once, without SQLite's busy handler waiting."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class _Unusable(Exception):
@@ -98,9 +115,9 @@ class ResponseCache:
                                isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _while_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(_SCHEMA)
+            _while_locked(lambda: conn.execute(_SCHEMA))
             try:  # a table of that name but another shape is no cache of ours
                 conn.execute("SELECT key, model, reply, created, hits FROM responses LIMIT 0")
             except sqlite3.OperationalError as exc:
@@ -223,8 +240,9 @@ class _Flight:
 
 
 def worth_storing(reply: ModelReply) -> bool:
-    """A reply that is complete and says something (a truncated one would be reused forever)."""
-    return reply.stop_reason != "max_tokens" and bool(reply.text.strip())
+    """A reply that is complete and says something (a truncated one would be reused forever,
+    and so would a refusal)."""
+    return reply.stop_reason not in ("max_tokens", "refusal") and bool(reply.text.strip())
 
 
 class CachedModel:

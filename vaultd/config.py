@@ -55,6 +55,10 @@ class Settings(BaseModel):
                           "it is read (daemon)")
     max_note_bytes: int = Field(5_000_000, gt=0, description="larger notes are refused, "
                                 "untouched")
+    write_retry: float = Field(5.0, gt=0, le=3600, description="seconds before the daemon tries "
+                               "again to write a note it could not write for a reason outside "
+                               "the note (a full disk, a permission); doubled each time, up to "
+                               "5 minutes, 8 tries")
     model_retries: int = Field(6, ge=0, le=10, description="retries of a failed model request "
                                "(429, 529, 5xx, timeouts, dropped connections)")
     model_timeout: float = Field(120.0, gt=0, description="seconds to wait for a model reply")

@@ -6,6 +6,11 @@ tell systemd ``READY=1``. Signal handlers only set a flag; the main thread does 
 Shutdown stops taking work, lets in-flight writes finish and leaves unfinished notes
 ``Pending`` for the next start. A worker thread that dies is replaced.
 
+When the OS drops file events (the inotify queue overflowed), the vault is scanned again.
+A note that could not be written for a reason outside it (a full disk, a permission, the
+journal folder) is tried again after ``write_retry`` seconds, doubling up to 5 minutes, 8
+times at most; then vaultd says it gave up, and the note waits for its next change or start.
+
 The report note (``report_path``) is refreshed, with ``vaultd.base`` beside it,
 ``REPORT_DELAY`` seconds after notes finish (one refresh for a burst of them), and once
 at start, but only when the report exists already: the daemon never creates it, so a
@@ -17,10 +22,12 @@ own writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -41,6 +48,8 @@ from vaultd.watcher import Watcher
 log = logging.getLogger("vaultd.daemon")
 
 STATE_FILE = Path(".vaultd") / "daemon.json"
+MAX_WRITE_TRIES = 8
+MAX_RETRY_DELAY = 300.0
 REPORT_DELAY = 5.0  # seconds after the last note finished
 REPORT_MAX_WAIT = 30.0  # seconds after the first, while notes keep finishing
 
@@ -63,6 +72,9 @@ class Daemon:
         self._own: dict[Path, tuple[int, int]] = {}  # path -> (size, mtime_ns) vaultd wrote
         self._own_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
+        self._tries: dict[Path, int] = {}  # notes whose write failed: attempts so far
+        self._rescan = threading.Event()  # file events were lost: look at every note again
+        self._state_warned = False
         self.report_path = report_paths(self.vault, settings)[0]
         self.refresher: Debounced | None = None
         self._report_warned = False
@@ -74,12 +86,15 @@ class Daemon:
             self._own[Path(path)] = (st.st_size, st.st_mtime_ns)
 
     def changed(self, path: Path) -> None:
-        """A file event: queue the path, unless the file is just as vaultd last wrote it."""
+        """A file event: queue the path, unless the file is just as vaultd last wrote it (or
+        is not a regular file: a symbolic link is never a note)."""
         if path == self.report_path and self._is_report(path):
             return
         try:
-            st = path.stat()
+            st = path.lstat()
         except OSError:
+            return
+        if not stat.S_ISREG(st.st_mode):
             return
         with self._own_lock:
             if self._own.get(path) == (st.st_size, st.st_mtime_ns):
@@ -90,7 +105,13 @@ class Daemon:
     def gone(self, path: Path) -> None:
         with self._own_lock:
             self._own.pop(path, None)
+        self._tries.pop(path, None)
         self.queue.forget(path)
+
+    def lost(self) -> None:
+        """File events were dropped by the OS: every note is looked at again (main thread)."""
+        log.warning("file events were lost (the inotify queue overflowed); rescanning the vault")
+        self._rescan.set()  # the main loop rescans within a second
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -101,7 +122,7 @@ class Daemon:
         with open_services(self.vault, self.settings, on_written=self.written) as services:
             if services.credentials_problem:
                 log.warning("%s: ai measures will end in errors", services.credentials_problem)
-            watcher = Watcher(self.vault, self.changed, self.gone)
+            watcher = Watcher(self.vault, self.changed, self.gone, self.lost)
             watcher.start()
             try:
                 queued = self.scan()
@@ -154,6 +175,9 @@ class Daemon:
                 if not worker.is_alive():  # a dead worker is replaced
                     log.error("worker %s died; starting a new one", worker.name)
                     self._workers[index] = self._spawn(services, worker.name)
+            if self._rescan.is_set():
+                self._rescan.clear()
+                log.info("rescan: %d notes queued", self.scan())
             self.stop_event.wait(min(1.0, ping or 1.0))
 
     def _start_workers(self, services: Services) -> None:
@@ -170,13 +194,34 @@ class Daemon:
             path = self.queue.take()
             if path is None:
                 return
+            again: float | None = None
             try:
                 result = services.engine.process(path, should_stop=self.stop_event.is_set)
                 self._record(result)
+                again = self._retry(result)
             except Exception:
                 log.exception("%s: unexpected failure", path)
             finally:
-                self.queue.done(path)
+                self.queue.done(path, again_in=again)
+
+    def _retry(self, result: NoteResult) -> float | None:
+        """Seconds until the note is tried again, when its write failed for a reason outside
+        it; None otherwise (and the count starts over)."""
+        if not result.transient:
+            self._tries.pop(result.path, None)
+            return None
+        tries = self._tries.get(result.path, 0) + 1
+        name = _relative(result.path, self.vault)
+        if tries >= MAX_WRITE_TRIES:
+            self._tries.pop(result.path, None)
+            log.error("%s: gave up after %d tries to write it; it is tried again when it "
+                      "changes or when vaultd starts", name, tries)
+            return None
+        self._tries[result.path] = tries
+        delay = min(MAX_RETRY_DELAY, self.settings.write_retry * 2.0 ** (tries - 1))
+        log.warning("%s: will try again in %g s (try %d of %d)", name, delay, tries + 1,
+                    MAX_WRITE_TRIES)
+        return delay
 
     def _record(self, result: NoteResult) -> None:
         if result.status == "not_pending":
@@ -233,14 +278,25 @@ class Daemon:
             "last_errors": self.stats.last_errors,
         }
         path = self.vault / STATE_FILE
+        tmp = path.with_suffix(".tmp")
         try:
             path.parent.mkdir(mode=0o700, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state), encoding="utf-8")
-            os.chmod(tmp, 0o600)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(state))
             os.replace(tmp, path)
         except OSError as exc:
-            log.warning("cannot write %s: %s", path, exc)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if not self._state_warned:  # once, not every 5 s while the disk is full
+                log.warning("cannot write %s: %s", path, exc)
+            self._state_warned = True
+            return
+        if self._state_warned:
+            log.info("wrote %s again", path)
+        self._state_warned = False
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -9,9 +9,12 @@ measures changed, or leaves the note alone when they took it out of ``Pending``.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
+import os
+import stat
 import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -47,6 +50,7 @@ from vaultd.render import (
 )
 from vaultd.runner import Deferred, Effects, ModelChoice, run_plan, shared_contexts
 from vaultd.splice import Changes, apply
+from vaultd.vault import LinkError, locate, open_note
 from vaultd.writer import Writer
 
 log = logging.getLogger("vaultd.engine")
@@ -68,6 +72,7 @@ class NoteResult:
     measures: int = 0
     failed: int = 0
     usage: Usage = field(default_factory=Usage)
+    transient: bool = False  # the write failed for a reason outside the note: try again later
 
 
 @dataclass(frozen=True)
@@ -111,20 +116,47 @@ def fingerprint(note: Note) -> tuple[str | None, ...]:
     )
 
 
-def read_note(path: Path, max_bytes: int) -> tuple[bytes, Note]:
-    """The note's bytes and structure, or a :class:`NoteReadError` saying why not."""
+def read_note(path: Path, max_bytes: int, vault: Path | None = None) -> tuple[bytes, Note]:
+    """The note's bytes and structure, or a :class:`NoteReadError` saying why not.
+
+    With ``vault``, the note is read as a note of that vault: never through a symbolic link
+    (:func:`vaultd.vault.open_note`). Never more than ``max_bytes`` are read, however the file
+    grows meanwhile."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise NoteReadError(f"{path}: the note is too large ({size} bytes, limit {max_bytes})")
-        data = path.read_bytes()
+        fd = _open_for_reading(path, vault)
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if not stat.S_ISREG(st.st_mode):
+                raise NoteReadError(f"{path}: not a regular file")
+            if st.st_size > max_bytes:
+                raise NoteReadError(
+                    f"{path}: the note is too large ({st.st_size} bytes, limit {max_bytes})")
+            data = handle.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise NoteReadError(f"{path}: the note is too large (more than {max_bytes} "
+                                    f"bytes, limit {max_bytes})")
     except FileNotFoundError as exc:
         raise NoteReadError(f"{path}: the note vanished") from exc
     except IsADirectoryError as exc:
         raise NoteReadError(f"{path}: is a folder, not a note") from exc
+    except LinkError as exc:
+        raise NoteReadError(f"{path}: is a symbolic link, or inside a linked folder: vaultd "
+                            "does not follow links") from exc
     except OSError as exc:
         raise NoteReadError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     return data, parse(decode(data, str(path)))
+
+
+def _open_for_reading(path: Path, vault: Path | None) -> int:
+    flags = os.O_RDONLY | os.O_NONBLOCK  # a FIFO named *.md must not block the reader
+    if vault is None:
+        return os.open(path, flags | os.O_CLOEXEC)
+    found = locate(vault, path)
+    if found is None:
+        raise NoteReadError(f"{path}: not inside the vault {vault}")
+    return open_note(*found, flags)
 
 
 @dataclass(frozen=True)
@@ -258,12 +290,13 @@ class Engine:
             except NoteReadError as exc:
                 return NoteResult(path, "unreadable", str(exc))
             except WriteError as exc:
-                return NoteResult(path, "error", f"could not write the note: {exc}")
+                return NoteResult(path, "error", f"could not write the note: {exc}",
+                                  transient=exc.transient)
         return NoteResult(path, "error", "the note kept changing while it ran; set it to "
                                          "Pending again")
 
     def _process(self, path: Path, should_stop: Callable[[], bool]) -> NoteResult:
-        data, note = read_note(path, self.options.max_note_bytes)
+        data, note = read_note(path, self.options.max_note_bytes, self.writer.vault)
         if (note.status or "").strip().lower() not in RUNNABLE:
             return NoteResult(path, "not_pending")
         session = _Session(self, path, data, note)
@@ -373,6 +406,14 @@ class Engine:
                 return DEFERRED
             except MeasureError as exc:
                 return Failure(f"could not generate the answer: {exc}")
+            except Exception as exc:  # a bug, not a model failure: still only this note
+                return Failure(f"could not generate the answer: internal error: "
+                               f"{type(exc).__name__}: {exc}")
+        if reply.stop_reason == "max_tokens":  # a cut-off answer is not the answer to judge
+            return Failure(f"could not generate the answer: the reply was cut off at "
+                           f"answer_max_tokens ({request.max_tokens}); raise answer_max_tokens")
+        if reply.stop_reason == "refusal":
+            return Failure("could not generate the answer: the model declined to answer")
         if not reply.text.strip():
             return Failure("could not generate the answer: the model returned an empty reply")
         text = reply.text.strip("\r\n")

@@ -97,7 +97,15 @@ class SandboxError(MeasureError):
 
 
 class WriteError(VaultdError):
-    """A note could not be written back; the note on disk is left whole."""
+    """A note could not be written back; the note on disk is left whole.
+
+    ``transient``: the cause lies outside the note's text (a full disk, a permission, vaultd's
+    journal folder), so the same write may well succeed later; the daemon tries again.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class WriteConflict(WriteError):

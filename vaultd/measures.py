@@ -24,6 +24,7 @@ _FIELD = re.compile(r"^([^\s:]+)[ \t]*:(?:[ \t]+(.*)|[ \t]*)$")
 
 Located = list[tuple[str, int]]  # text, and the 1-based note line it is on
 _UNREADABLE = object()  # a value that could not be read (its problem is already reported)
+TOO_DEEP = "nested too deeply"
 
 JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
 
@@ -279,6 +280,9 @@ def _scalar(parts: Located, key: str, problems: list[Problem]) -> Any:
         problems.append(Problem(line, f"field `{key}`: not a valid YAML value ({reason})",
                                 'put text in double quotes: "..."'))
         return _UNREADABLE
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        problems.append(Problem(parts[0][1], f"field `{key}`: {TOO_DEEP}"))
+        return _UNREADABLE
 
 
 def _put(raw: _Raw, key: str, value: Any, line: int, problems: list[Problem]) -> None:
@@ -322,6 +326,8 @@ def _read_yaml(content: str, first_line: int) -> tuple[list[_Raw], list[Problem]
         line = _line_of(content, first_line, mark) if mark else first_line
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         return [], [Problem(line, f"the measures are not valid YAML: {reason}")]
+    except RecursionError:
+        return [], [Problem(first_line, f"the measures are not valid YAML: {TOO_DEEP}")]
     if root is None:
         return [], []
     if not isinstance(root, yaml.SequenceNode):
@@ -343,8 +349,9 @@ def _read_yaml(content: str, first_line: int) -> tuple[list[_Raw], list[Problem]
                 value = constructor.construct_object(value_node, deep=True)
                 if value is not None and key in _TEXT_FIELDS:
                     value = as_text.construct_object(value_node, deep=True)
-            except yaml.YAMLError as exc:
-                reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            except (yaml.YAMLError, RecursionError) as exc:
+                reason = (TOO_DEEP if isinstance(exc, RecursionError) else
+                          getattr(exc, "problem", None) or str(exc).splitlines()[0])
                 problems.append(Problem(key_line, f"field `{key}`: {reason}"))
                 raw.unread.add(key.split(".")[0])
                 continue

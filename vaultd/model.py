@@ -92,6 +92,10 @@ class Model(Protocol):
 
 def credentials_problem() -> str | None:
     """None when the SDK finds a key, token or profile here; else what is missing or wrong."""
+    for what in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
+        problem = _unsendable(what, os.environ.get(what))
+        if problem:
+            return problem
     if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
         return None  # the common case, known without importing the SDK (a second's import)
     import anthropic
@@ -101,10 +105,42 @@ def credentials_problem() -> str | None:
     except anthropic.AnthropicError as exc:
         return f"no usable API credentials: {' '.join(str(exc).split())}"
     try:
+        for what, value in (("ANTHROPIC_API_KEY", client.api_key),
+                            ("ANTHROPIC_AUTH_TOKEN", client.auth_token)):
+            problem = _unsendable(what, value)
+            if problem:
+                return problem
         found = client.api_key or client.auth_token or client.credentials
         return None if found else NO_KEY
     finally:
         client.close()
+
+
+def _unsendable(what: str, secret: object) -> str | None:
+    """What is wrong with a key that httpx would refuse as a header value (quoting the key
+    whole in its error message, which would then be written into notes and logs)."""
+    if not isinstance(secret, str) or not secret:
+        return None
+    if all(ch.isprintable() and not ch.isspace() for ch in secret):
+        return None
+    return (f"the key in {what} has a space, a line break or another control character in "
+            "it: remove it")
+
+
+def _secrets(*values: object) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v for v in values if isinstance(v, str) and v))
+
+
+REDACTED = "[API key]"
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret (and every long word of one) replaced by ``[API key]``."""
+    for secret in secrets:
+        for part in (secret, secret.strip(), *secret.split()):
+            if len(part) >= 8:
+                text = text.replace(part, REDACTED)
+    return text
 
 
 class NoKeyModel:
@@ -318,6 +354,44 @@ def _connection_cause(exc: BaseException) -> str:
     return text[:1].lower() + text[1:]
 
 
+MALFORMED = "the model API sent a malformed reply"
+
+
+def _count(usage: object, name: str) -> int:
+    value = getattr(usage, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _read_message(message: object, model: str) -> ModelReply:
+    """The reply in a parsed 200 response; :class:`ValueError` saying why it is not a message.
+
+    The SDK parses leniently (a body of the wrong shape still "parses"), so every field
+    vaultd uses is checked here, at the edge, rather than trusted further in."""
+    content = getattr(message, "content", None)
+    if not isinstance(content, list):
+        raise ValueError("not a message (no content list)")
+    texts: list[str] = []
+    for block in content:
+        if getattr(block, "type", None) != "text":
+            continue
+        text = getattr(block, "text", None)
+        if not isinstance(text, str):
+            raise ValueError("a text block without text")
+        texts.append(text)
+    usage = getattr(message, "usage", None)
+    stop = getattr(message, "stop_reason", None)
+    named = getattr(message, "model", None)
+    return ModelReply(
+        text="".join(texts),
+        input_tokens=_count(usage, "input_tokens"),
+        output_tokens=_count(usage, "output_tokens"),
+        stop_reason=stop if isinstance(stop, str) else None,
+        cache_read_tokens=_count(usage, "cache_read_input_tokens"),
+        cache_write_tokens=_count(usage, "cache_creation_input_tokens"),
+        model=named if isinstance(named, str) and named else model,
+    )
+
+
 def _attempts(n: int) -> str:
     return f"{n} attempt" if n == 1 else f"{n} attempts"
 
@@ -368,6 +442,9 @@ class AnthropicModel:
             extra["api_key"] = api_key
         self._client_args: dict[str, Any] = {"max_retries": 0, "timeout": timeout, **extra}
         self._client_made: anthropic.Anthropic | None = None
+        # never in a message, whatever an error or a misbehaving server quotes back
+        self._secrets = _secrets(api_key, os.environ.get("ANTHROPIC_API_KEY"),
+                                 os.environ.get("ANTHROPIC_AUTH_TOKEN"))
         self._random = random.Random()
         self._lock = threading.Lock()  # the counters
         self._auth = threading.Condition()
@@ -393,6 +470,8 @@ class AnthropicModel:
                 import anthropic
 
                 self._client_made = anthropic.Anthropic(**self._client_args)
+                self._secrets = _secrets(*self._secrets, self._client_made.api_key,
+                                         self._client_made.auth_token)
             return self._client_made
 
     def close(self) -> None:
@@ -417,11 +496,11 @@ class AnthropicModel:
             if self.gate.closed:
                 raise ModelError(CLOSED)
             if not outcome.retryable:
-                raise ModelError(outcome.message)
+                raise ModelError(redact(outcome.message, self._secrets))
             if retry >= self.max_retries:
                 attempts = retry + 1
                 suffix = f" — gave up after {_attempts(attempts)}" if attempts > 1 else ""
-                raise ModelError(outcome.message + suffix)
+                raise ModelError(redact(outcome.message + suffix, self._secrets))
             if outcome.pause is None:  # else the gate holds every thread for that pause
                 self.gate.sleep(self._backoff(retry))
             retry += 1
@@ -489,7 +568,8 @@ class AnthropicModel:
                 message = raw.parse()
             except anthropic.APIStatusError as exc:
                 if exc.status_code == 401:
-                    refused = f"the API key was refused (401): {_message(exc)}"
+                    refused = redact(f"the API key was refused (401): {_message(exc)}",
+                                     self._secrets)
                     return _Failure(refused)
                 # a 4xx other than 401 answers the request itself: the key got through
                 accepted = exc.status_code < 500
@@ -501,19 +581,14 @@ class AnthropicModel:
                 return _Failure(f"cannot reach the model API at {self.base_url}: {cause}", True)
             except anthropic.AnthropicError as exc:
                 return _Failure(f"model request failed: {_one_line(str(exc))}")
+            except ValueError:  # the SDK's json.loads of a 200 reply's body
+                return _Failure(f"{MALFORMED}: the body is not JSON")
         finally:
             self._settle(probe, accepted=accepted, refused=refused)
-        text = "".join(block.text for block in message.content if block.type == "text")
-        usage = message.usage
-        return ModelReply(
-            text=text,
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            stop_reason=message.stop_reason,
-            cache_read_tokens=(usage.cache_read_input_tokens or 0) if usage else 0,
-            cache_write_tokens=(usage.cache_creation_input_tokens or 0) if usage else 0,
-            model=message.model or str(params.get("model", "")),
-        )
+        try:
+            return _read_message(message, str(params.get("model", "")))
+        except ValueError as exc:
+            return _Failure(f"{MALFORMED}: {exc}")
 
     def _status_failure(self, exc: anthropic.APIStatusError) -> _Failure:
         headers = exc.response.headers

@@ -124,7 +124,7 @@ def _yaml_value(text: str) -> object:
     """``text`` as YAML reads it; the same few values (``Pending``, ``Done``...) recur."""
     try:
         return yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # PyYAML recurses once per level of nesting
         return None
 
 

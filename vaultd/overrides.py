@@ -51,6 +51,9 @@ def read_overrides(note: Note) -> tuple[Overrides, list[Problem]]:
             problems.append(Problem(line, f"property `{key}`: not a valid YAML value",
                                     'put text in double quotes: "..."'))
             continue
+        except RecursionError:  # PyYAML recurses once per level of nesting
+            problems.append(Problem(line, f"property `{key}`: nested too deeply"))
+            continue
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
         if name in _TEXT:

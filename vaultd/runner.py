@@ -107,6 +107,8 @@ def _ask(measure: Measure, value: Any, effects: Effects, choice: ModelChoice) ->
     choice.usage.add(reply, choice.prices)
     if reply.stop_reason == "max_tokens":
         return Failure(f"the reply was cut off at max_tokens ({max_tokens}); raise max_tokens")
+    if reply.stop_reason == "refusal":
+        return Failure("the model declined to answer")
     if not reply.text.strip():
         return Failure("the model returned an empty reply")
     reading = read_reply(reply.text)

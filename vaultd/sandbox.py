@@ -79,12 +79,18 @@ class _BadReply(Exception):
     """The worker said something that is not the protocol."""
 
 
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+
+
 def _child_env() -> dict[str, str]:
-    """The parent's environment, with vaultd's own directory first on PYTHONPATH."""
+    """The parent's environment without its secrets (the API key above all: a worker has no
+    use for it), with vaultd's own directory first on PYTHONPATH."""
     import vaultd
 
     root = str(Path(vaultd.__file__).resolve().parent.parent)
-    env = dict(os.environ)
+    env = {name: value for name, value in os.environ.items()
+           if not name.upper().startswith("ANTHROPIC_")
+           and not any(word in name.upper() for word in _SECRET_WORDS)}
     rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
     env["PYTHONPATH"] = os.pathsep.join([root, *rest])
     return env

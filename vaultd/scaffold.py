@@ -10,6 +10,7 @@ run, and fail for want of a question, before anyone had typed it).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,11 +73,10 @@ class Written:
 
 def init_vault(vault: Path) -> list[Written]:
     """Write the vault's config and template note, each only if it is not there yet."""
-    files = [
-        (vault / CONFIG_PATH, config_toml()),
-        (templates_folder(vault) / TEMPLATE_NAME, template_note()),
+    return [
+        _create(vault / CONFIG_PATH, config_toml(), private=True),  # in vaultd's own folder
+        _create(templates_folder(vault) / TEMPLATE_NAME, template_note()),
     ]
-    return [_create(path, text) for path, text in files]
 
 
 def uses_default_templates(vault: Path) -> bool:
@@ -84,10 +84,14 @@ def uses_default_templates(vault: Path) -> bool:
     return not (vault / TEMPLATES_SETTINGS).is_file()
 
 
-def _create(path: Path, text: str) -> Written:
+def _create(path: Path, text: str, private: bool = False) -> Written:
+    """Create ``path`` holding ``text``; ``private``: its folder 0700 and the file 0600, as
+    everything in ``VAULT/.vaultd`` is (see SECURITY.md)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("x", encoding="utf-8", newline="") as handle:
+        path.parent.mkdir(mode=0o700 if private else 0o777, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                     0o600 if private else 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
     except FileExistsError:
         return Written(path, created=False)

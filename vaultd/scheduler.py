@@ -90,13 +90,21 @@ class NoteQueue:
             return path
         return None
 
-    def done(self, path: Path) -> None:
-        """The worker is finished with ``path``; events meanwhile earn it one more look."""
+    def done(self, path: Path, again_in: float | None = None) -> None:
+        """The worker is finished with ``path``; events meanwhile earn it one more look, and
+        so does ``again_in`` (seconds from now: a retry)."""
         with self._cond:
             self._running.discard(path)
-            if path in self._again and not self._closed:
+            if self._closed:
+                return
+            if path in self._again:
                 self._again.discard(path)
                 self._schedule(path)
+                self._cond.notify()
+            elif again_in is not None:
+                t = self.clock()
+                self._waiting[path] = _Entry(first=t, due=t + again_in)
+                heapq.heappush(self._heap, (t + again_in, str(path), path))
                 self._cond.notify()
 
     def forget(self, path: Path) -> None:

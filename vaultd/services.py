@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -36,6 +37,21 @@ class Services:
 
 
 CACHE_FILE = Path(".vaultd") / "cache.sqlite3"
+STATE_DIR = Path(".vaultd")
+
+
+def private_state(vault: Path) -> None:
+    """``VAULT/.vaultd`` and its journal are the owner's alone (0700), even if someone made
+    the folder before vaultd did (to put a config.toml in it, say). vaultd creates every file
+    in it 0600 itself; a file the user put there keeps the mode they gave it."""
+    for folder in (vault / STATE_DIR, vault / STATE_DIR / "journal"):
+        try:
+            st = os.lstat(folder)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
+                os.chmod(folder, stat.S_IMODE(st.st_mode) & 0o700)
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("cannot make %s private: %s", folder, exc.strerror or exc)
 
 
 @contextmanager
@@ -58,6 +74,7 @@ def open_services(
     On leaving, model requests still in flight are not waited for: every note's own
     thread has finished its writes by then.
     """
+    private_state(vault)
     writer = Writer(vault, on_written=on_written)
     recovered = writer.recover()
     for item in recovered:

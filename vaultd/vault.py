@@ -2,14 +2,20 @@
 
 A note is a ``*.md`` file inside the vault, outside ``.obsidian/``, ``.trash/``, ``.git/``,
 ``.vaultd/`` and every other dot-folder, and outside the vault's templates folder (a
-template is not a note, whatever its Status says). Symlinked folders are not followed, so
-a walk never leaves the vault.
+template is not a note, whatever its Status says), reached from the vault without passing
+through a symbolic link. A symlinked note or folder is never a note, wherever it points: it
+is not read, not run and not written (a link to a note inside the vault changes nothing,
+since that note is a note under its own path). So a walk never leaves the vault, and neither
+does a read or a write: :func:`open_note` opens one path component at a time with
+``O_NOFOLLOW``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -66,12 +72,15 @@ def wants_run(path: Path) -> bool:
 
 def head_status(path: Path) -> str | None:
     """The note's Status, lower-cased, read from its head alone ("" for none, or if the file
-    cannot be read); None when the frontmatter runs past the head (read the whole note)."""
+    is gone); None when the frontmatter runs past the head, or the file cannot be read (a
+    permission): then read the whole note, and that read says why it cannot."""
     try:
         with path.open("rb") as handle:
             head = handle.read(HEAD_BYTES)
-    except OSError:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return ""
+    except OSError:
+        return None
     if not head.lstrip(b"\xef\xbb\xbf").startswith(b"---"):
         return ""
     text = head.decode("utf-8", errors="replace")
@@ -106,3 +115,60 @@ def iter_notes(folder: Path, vault: Path | None = None) -> Iterator[Path]:
             except OSError:
                 continue
         stack.extend(reversed(subfolders))
+
+
+class LinkError(OSError):
+    """The path passes through a symbolic link, which vaultd does not follow."""
+
+
+def locate(vault: Path, path: Path, vault_real: Path | None = None
+           ) -> tuple[Path, str] | None:
+    """(the vault's real path, ``path`` relative to it), or None when ``path`` is not inside.
+
+    ``path`` is absolute or relative to the vault, and is taken as written: ``..`` is
+    resolved lexically and links are not resolved (:func:`open_note` refuses them).
+    ``vault_real`` spares working out the vault's real path again."""
+    vault_real = vault_real or Path(os.path.realpath(vault))
+    full = Path(os.path.abspath(path if path.is_absolute() else vault / path))
+    for base in (Path(os.path.abspath(vault)), vault_real):
+        if full != base and full.is_relative_to(base):
+            return vault_real, full.relative_to(base).as_posix()
+    return None
+
+
+def open_note(vault_real: Path, rel: str, flags: int) -> int:
+    """``vault_real/rel`` opened with ``flags``, following no symbolic link on the way.
+
+    Each folder is opened relative to the one before with ``O_NOFOLLOW``, so a link is
+    refused even if it was swapped in after an earlier check. Raises :class:`LinkError` for a
+    link, :class:`FileNotFoundError` when a part is missing, :class:`NotADirectoryError` when
+    a folder on the way is now something else, or the ``OSError`` of the last ``open``.
+    """
+    parts = rel.split("/")
+    fd = os.open(vault_real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                step = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               dir_fd=fd)
+            except NotADirectoryError:
+                if _is_link(part, fd):
+                    raise LinkError(errno.ELOOP, "a folder on the way is a symbolic link") from None
+                raise
+            os.close(fd)
+            fd = step
+        try:
+            return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or (exc.errno == errno.ENXIO and _is_link(parts[-1], fd)):
+                raise LinkError(errno.ELOOP, "a symbolic link") from None
+            raise
+    finally:
+        os.close(fd)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False

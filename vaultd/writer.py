@@ -49,6 +49,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from vaultd.errors import WriteConflict, WriteError
+from vaultd.vault import LinkError, locate, open_note
 
 __all__ = ["CRASH_EXIT_CODE", "CRASH_POINTS", "Outcome", "Recovery", "Writer"]
 
@@ -110,6 +111,7 @@ class Writer:
         self._slots_lock = threading.Lock()  # the free slots, and recovery
         self._free_slots: list[int] = []
         self._slot_count = 0
+        self._held: dict[str, tuple[int, Path]] = {}  # note -> its unfinished write's slot
 
     # ------------------------------------------------------------------ write
 
@@ -129,22 +131,9 @@ class Writer:
             self._write(path, bytes(expected), bytes(new))
 
     def _write(self, path: Path, expected: bytes, new: bytes) -> None:
-        vault_real, real, rel = self._locate(path)
-        try:
-            st = os.lstat(real)
-        except FileNotFoundError:
-            raise WriteConflict(None) from None
-        except OSError as exc:
-            raise _os_error(path, exc) from exc
-        if not stat.S_ISREG(st.st_mode):
-            raise WriteError(f"{path}: not a regular file")
-
-        try:
-            fd = os.open(real, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise WriteConflict(None) from None
-        except OSError as exc:
-            raise _os_error(path, exc) from exc
+        vault_real, rel = self._locate(path)
+        self._finish_pending(path, vault_real, rel)
+        fd = _open_note(vault_real, rel, path)
         try:
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -185,7 +174,9 @@ class Writer:
         try:
             _rewrite(fd, new, crash_hooks=True)
         except OSError as exc:
-            self._restore_or_keep(path, fd, expected, entry)
+            if not self._restore_or_keep(path, fd, expected, entry):
+                with self._slots_lock:  # the slot is not given back until it is finished
+                    self._held[rel] = (slot, entry)
             raise _os_error(path, exc) from exc
         _crash_point("before_clear")
         self._clear(entry)
@@ -199,20 +190,45 @@ class Writer:
 
     def _give_back(self, slot: int) -> None:
         with self._slots_lock:
-            self._free_slots.append(slot)
+            if all(held != slot for held, _ in self._held.values()):
+                self._free_slots.append(slot)
 
-    def _locate(self, path: Path) -> tuple[Path, Path, str]:
-        """(vault's real path, note's real path, note's path relative to the vault)."""
-        vault_real = self._vault_real
-        full = path if path.is_absolute() else self.vault / path
-        real = Path(os.path.realpath(full))
-        if real == vault_real or not real.is_relative_to(vault_real):
-            if real != Path(os.path.abspath(full)):
-                raise WriteError(f"{path}: resolves to {real}, outside the vault {vault_real}")
-            raise WriteError(f"{path}: not inside the vault {vault_real}")
-        if real.is_relative_to(vault_real / ".vaultd"):
+    def _locate(self, path: Path) -> tuple[Path, str]:
+        """(vault's real path, note's path relative to it); see :func:`vault.locate`."""
+        found = locate(self.vault, path, self._vault_real)
+        if found is None:
+            raise WriteError(f"{path}: not inside the vault {self._vault_real}")
+        if found[1].split("/", 1)[0] == ".vaultd":
             raise WriteError(f"{path}: is inside vaultd's own directory")
-        return vault_real, real, real.relative_to(vault_real).as_posix()
+        return found
+
+    def _finish_pending(self, path: Path, vault_real: Path, rel: str) -> None:
+        """Complete an earlier write of this note that failed and could not be undone.
+
+        Its entry is held in its journal slot (for :meth:`recover`, too); a later write must
+        not start from the torn note, nor let the slot be reused (and with it the only copy of
+        the new bytes) before the write is finished.
+        """
+        with self._slots_lock:
+            held = self._held.get(rel)
+        if held is None:
+            return
+        slot, entry_path = held
+        try:
+            entry: _Entry | None = _read_entry(entry_path, slot=True)
+        except _BadEntry as exc:
+            log.warning("journal entry %s is unusable (%s); cleared", entry_path, exc)
+            entry = None
+        if entry is not None:
+            outcome, detail, keep = self._recover_one(vault_real, entry)
+            log.warning("journal: %s: %s %s", path, outcome, detail)
+            if keep:
+                raise WriteError(f"{path}: an earlier write is not finished: {detail}",
+                                 transient=True)
+        self._clear(entry_path)
+        with self._slots_lock:
+            del self._held[rel]
+        self._give_back(slot)
 
     def _journal(self, path: Path, vault_real: Path, rel: str, slot: int, old: bytes,
                  new: bytes) -> Path:
@@ -246,24 +262,27 @@ class Writer:
                 _fsync_dir(jdir)
         except OSError as exc:
             raise WriteError(
-                f"{path}: cannot write the journal in {jdir}: {exc.strerror or exc}"
+                f"{path}: cannot write the journal in {jdir}: {exc.strerror or exc}",
+                transient=True,
             ) from exc
         return entry
 
-    def _restore_or_keep(self, path: Path, fd: int, old: bytes, entry: Path) -> None:
-        """The in-place write failed: put the old bytes back, or leave the entry for recover()."""
+    def _restore_or_keep(self, path: Path, fd: int, old: bytes, entry: Path) -> bool:
+        """The in-place write failed: put the old bytes back (True), or leave the entry for
+        the next write of the note or recover() to complete (False)."""
         try:
             _rewrite(fd, old, crash_hooks=False)
         except OSError as exc:
             log.error(
                 "%s: could not restore the old content (%s); the journal entry %s is kept "
-                "so that recover() completes the write",
+                "so that the next write of the note, or recover(), completes the write",
                 path,
                 exc.strerror or exc,
                 entry,
             )
-            return
+            return False
         self._clear(entry)
+        return True
 
     def _clear(self, entry: Path) -> None:
         """Empty a journal slot (or remove an entry file). Not synced, and failing is
@@ -333,16 +352,14 @@ class Writer:
 
     def _recover_one(self, vault_real: Path, entry: _Entry) -> tuple[Outcome, str, bool]:
         """(outcome, detail, keep the entry) for one valid entry."""
-        full = vault_real / entry.rel
-        real = Path(os.path.realpath(full))
-        if not real.is_relative_to(vault_real):
-            return "left_alone", "the path now leads outside the vault; not followed", False
         try:
-            fd = os.open(full, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = open_note(vault_real, entry.rel, os.O_RDWR | os.O_NONBLOCK)
         except FileNotFoundError:
             return "missing", "the note no longer exists", False
+        except LinkError:
+            return "left_alone", "the path now leads through a symbolic link; not followed", False
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EISDIR):
+            if exc.errno in (errno.EISDIR, errno.ENXIO):
                 return "left_alone", "the path is no longer a regular file", False
             return "left_alone", f"cannot open: {exc.strerror}; entry kept for a retry", True
         try:
@@ -455,8 +472,32 @@ def _remove(path: Path) -> None:
         log.warning("could not remove journal entry %s: %s", path, exc.strerror or exc)
 
 
+# OS errors that say nothing about the note itself: the same write may succeed later.
+TRANSIENT_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
+    errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.EMFILE, errno.ENFILE, errno.ENOMEM,
+    errno.ETXTBSY,
+})
+_NOT_FOLLOWED = "is a symbolic link, or inside a linked folder: vaultd does not write through links"
+
+
 def _os_error(path: Path, exc: OSError) -> WriteError:
-    return WriteError(f"{path}: {exc.strerror or exc}")
+    return WriteError(f"{path}: {exc.strerror or exc}", transient=exc.errno in TRANSIENT_ERRNOS)
+
+
+def _open_note(vault_real: Path, rel: str, path: Path) -> int:
+    """The note opened for reading and writing, through no link (:func:`vault.open_note`);
+    :class:`WriteConflict` (``None``) if it is not there."""
+    try:
+        return open_note(vault_real, rel, os.O_RDWR | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise WriteConflict(None) from None
+    except LinkError:
+        raise WriteError(f"{path}: {_NOT_FOLLOWED}") from None
+    except OSError as exc:
+        if exc.errno in (errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
+            raise WriteError(f"{path}: not a regular file") from None
+        raise _os_error(path, exc) from exc
 
 
 def _entry_name(rel: str) -> str:

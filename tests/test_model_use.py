@@ -25,6 +25,16 @@ def set_pending(note: Path) -> None:
     note.write_text(text.replace("Status: Done", "Status: Pending", 1), encoding="utf-8")
 
 
+def seed_run_once(vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str],
+                  seed: str = SEED, *flags: str) -> Path:
+    """The seed note in the vault, run once to Done with the seed's replies."""
+    answer_seed(api)
+    note = vault / "seed.md"
+    note.write_text(seed, encoding="utf-8")
+    assert run_cli("run", str(vault), "--once", *flags, capsys=capsys).code == 0
+    return note
+
+
 def prompts(api: FakeMessagesAPI) -> list[str]:
     return [r.json["messages"][0]["content"][-1]["text"] for r in api.message_requests()]
 
@@ -32,10 +42,7 @@ def prompts(api: FakeMessagesAPI) -> list[str]:
 def test_unchanged_rerun_makes_no_request(
     vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    answer_seed(api)
-    note = vault / "seed.md"
-    note.write_text(SEED, encoding="utf-8")
-    assert run_cli("run", str(vault), "--once", capsys=capsys).code == 0
+    note = seed_run_once(vault, api, capsys)
     first = note.read_text(encoding="utf-8")
     assert len(api.message_requests()) == 2
 
@@ -52,10 +59,7 @@ def test_unchanged_rerun_makes_no_request(
 def test_changed_prompt_asks_only_that_measure(
     vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    answer_seed(api)
-    note = vault / "seed.md"
-    note.write_text(SEED, encoding="utf-8")
-    assert run_cli("run", str(vault), "--once", capsys=capsys).code == 0
+    note = seed_run_once(vault, api, capsys)
     before = len(api.message_requests())
     api.clear_rules()
     api.rule("On a scale of 1 to 5", '{"response": 4, "comment": "Rescaled."}')
@@ -77,12 +81,9 @@ def test_changed_prompt_asks_only_that_measure(
 def test_the_cache_can_be_bypassed(
     vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str], how: str
 ) -> None:
-    answer_seed(api)
-    note = vault / "seed.md"
     seed = SEED if how == "--no-cache" else SEED.replace("---\n", "---\nCache: false\n", 1)
-    note.write_text(seed, encoding="utf-8")
     flags = ["--no-cache"] if how == "--no-cache" else []
-    assert run_cli("run", str(vault), "--once", *flags, capsys=capsys).code == 0
+    note = seed_run_once(vault, api, capsys, seed, *flags)
     set_pending(note)
     assert run_cli("run", str(vault), "--once", *flags, capsys=capsys).code == 0
     assert len(api.message_requests()) == 4  # asked again, both times

@@ -383,11 +383,14 @@ def test_failed_write_and_failed_restore_keep_entry(
     old, new = lines("a", 60, "\n"), lines("b", 300, "\n")
     note = make_note(vault, old)
     note_write_pwrite(monkeypatch, failing_pwrite(os.pwrite, 2, 10_000))
+    writer = Writer(vault)
     with pytest.raises(WriteError):
-        Writer(vault).write(note, old, new)
+        writer.write(note, old, new)
     assert note.read_bytes() == new[:100] + old[100:]
     assert len(journal_entries(vault)) == 1
     monkeypatch.undo()
+    assert Writer(vault).recover() == []  # the entry is a live writer's: left to it
+    writer.close()  # as when its process ends
     [rec] = Writer(vault).recover()
     assert rec.outcome == "completed"
     assert note.read_bytes() == new
@@ -663,3 +666,19 @@ def test_a_kept_entry_is_not_overwritten_by_later_writes(vault: Path) -> None:
     writer.write(other, OLD, NEW)
     assert other.read_bytes() == NEW
     assert slot.read_bytes() == kept
+
+
+def test_two_writers_on_one_vault_never_share_a_slot(vault: Path) -> None:
+    """As a daemon and a --once run, or the processes of one run: each claims its own."""
+    first, second = make_note(vault, OLD, name="a.md"), make_note(vault, OLD, name="b.md")
+    one, two = Writer(vault), Writer(vault)
+    one.write(first, OLD, NEW)
+    two.write(second, OLD, NEW)
+    slots = sorted(p.name for p in (vault / ".vaultd" / "journal").iterdir())
+    assert slots == ["slot-0.journal", "slot-1.journal"]
+    one.close()
+    three = Writer(vault)
+    three.write(first, NEW, OLD)  # the slot given up is taken again
+    assert sorted(p.name for p in (vault / ".vaultd" / "journal").iterdir()) == slots
+    two.close()
+    three.close()

@@ -10,16 +10,18 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
-from vaultd import __version__, config, scaffold, service
+from vaultd import __version__, config, scaffold, service, shards
 from vaultd.cost import Usage
 from vaultd.daemon import run_daemon
 from vaultd.engine import NoteResult, check_note, read_note
 from vaultd.errors import ConfigError, FormatError, NoteReadError, VaultdError
+from vaultd.model import credentials_problem
 from vaultd.progress import ProgressBar
 from vaultd.properties import collisions
 from vaultd.publish import describe, publish, report_paths
@@ -81,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch", action="store_true",
                      help="with --once: send model requests through the Message Batches API "
                      "(half the price; results arrive in rounds, one per level of the graph)")
+    run.add_argument("--processes", type=int,
+                     help="with --once: processes to deal the notes out to (default: one per "
+                     "core, up to 4, when there are at least 100 pending notes for each)")
+    run.add_argument("--shard", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--no-cache", dest="cache", action="store_const", const=False,
                      help="ask the model again even for requests it has answered before")
 
@@ -166,7 +172,8 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_USAGE
     settings = config.load(vault, {
         "model": args.model, "answer_model": args.answer_model, "max_tokens": args.max_tokens,
-        "concurrency": args.concurrency, "workers": args.workers, "settle": args.settle,
+        "concurrency": args.concurrency, "workers": args.workers, "processes": args.processes,
+        "settle": args.settle,
         "cache": args.cache,
     })
     if args.batch and not args.once:
@@ -179,6 +186,8 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    if args.shard:
+        return run_shard(vault, out)
     return run_once(vault, settings, out, batch=args.batch)
 
 
@@ -229,44 +238,43 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
     """Process every pending note once; one line per note, then the totals.
 
     With ``batch``, notes whose model requests were deferred to a batch go round again
-    once the batch has ended, until every note has finished.
+    once the batch has ended, until every note has finished. Many notes are dealt out to
+    several processes (:mod:`vaultd.shards`).
     """
+    todo = [path for path in iter_notes(vault) if wants_run(path)]
+    processes = shards.processes_for(settings, len(todo), batch)
     usage = Usage()
     results: list[NoteResult] = []
-    # A --once run is not watched note by note: a note that finishes within a second is
-    # written once, from Pending straight to Done (slower ones still show Processing).
-    with open_services(vault, settings, live_interval=1.0, batch=batch,
-                       announce_at_start=False, warm_up=True) as services:
-        todo = [path for path in iter_notes(vault) if wants_run(path)]
-        if services.credentials_problem:
-            print(f"vaultd: {services.credentials_problem}: ai measures will end in errors; "
-                  "programmatic ones still run", file=sys.stderr)
-        if services.batches:
-            services.batches.resume()
-        bar = ProgressBar(sys.stderr, len(todo), usage,
-                          lambda: services.engine.effects.model_slots.in_use)
-        try:
-            with ThreadPoolExecutor(settings.note_workers,
-                                    thread_name_prefix="vaultd-note") as pool:
-                while todo:
-                    deferred: list[Path] = []
-                    for result in pool.map(services.engine.process, todo):
-                        if result.status == "deferred":  # its usage counts when it ends
-                            deferred.append(result.path)
-                            continue
-                        usage.merge(result.usage)
-                        bar.advance()
-                        if result.status == "not_pending":
-                            continue
-                        results.append(result)
-                        line = f"{result.status:<10} {_relative(result.path, vault)}"
-                        bar.print_above(f"{line}: {result.summary}" if result.summary else line,
-                                        out)
-                    if not deferred or not services.batches or not services.batches.run_round():
-                        break
-                    todo = deferred
-        finally:
-            bar.close()
+    in_flight = [0]
+    bar = ProgressBar(sys.stderr, len(todo), usage, lambda: in_flight[0])
+
+    def report(result: NoteResult) -> None:
+        usage.merge(result.usage)
+        bar.advance()
+        if result.status == "not_pending":
+            return
+        results.append(result)
+        line = f"{result.status:<10} {_relative(result.path, vault)}"
+        bar.print_above(f"{line}: {result.summary}" if result.summary else line, out)
+
+    try:
+        if processes > 1:
+            problem = credentials_problem()
+            if problem:
+                print(f"vaultd: {problem}: ai measures will end in errors; programmatic ones "
+                      "still run", file=sys.stderr)
+
+            def reported(note: shards.Reported, flying: int) -> None:
+                in_flight[0] = flying
+                report(NoteResult(note.path, note.status, note.summary,  # type: ignore[arg-type]
+                                  usage=note.usage))
+
+            for line in shards.run(vault, settings, shards.deal(todo, processes), reported):
+                print(f"vaultd: {line}", file=sys.stderr)
+        else:
+            run_here(vault, settings, todo, batch, report, in_flight)
+    finally:
+        bar.close()
     counts = {s: sum(1 for r in results if r.status == s) for s in
               ("done", "error", "unreadable", "gone", "left_alone")}
     parts = [f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n]
@@ -275,6 +283,51 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
     if usage.used:
         print(f"vaultd: model: {usage.summary()}", file=out)
     return EXIT_OK if counts["done"] == len(results) else EXIT_FAILED
+
+
+def run_here(vault: Path, settings: config.Settings, todo: list[Path], batch: bool,
+             report: Callable[[NoteResult], None], in_flight: list[int],
+             quiet: bool = False) -> None:
+    """Run ``todo`` in this process, calling ``report`` for each note as it ends;
+    ``in_flight[0]`` follows the model requests in flight. ``quiet``: no notice of a
+    missing key (a parent process gave it)."""
+    # A --once run is not watched note by note: a note that finishes within a second is
+    # written once, from Pending straight to Done (slower ones still show Processing).
+    with open_services(vault, settings, live_interval=1.0, batch=batch,
+                       announce_at_start=False, warm_up=bool(todo)) as services:
+        if services.credentials_problem and not quiet:
+            print(f"vaultd: {services.credentials_problem}: ai measures will end in errors; "
+                  "programmatic ones still run", file=sys.stderr)
+        if services.batches:
+            services.batches.resume()
+        slots = services.engine.effects.model_slots
+        with ThreadPoolExecutor(settings.note_workers, thread_name_prefix="vaultd-note") as pool:
+            while todo:
+                deferred: list[Path] = []
+                for result in pool.map(services.engine.process, todo):
+                    if result.status == "deferred":  # its usage counts when it ends
+                        deferred.append(result.path)
+                        continue
+                    in_flight[0] = slots.in_use
+                    report(result)
+                if not deferred or not services.batches or not services.batches.run_round():
+                    break
+                todo = deferred
+
+
+def run_shard(vault: Path, out: TextIO) -> int:
+    """The child side of :mod:`vaultd.shards`: the notes on stdin, a JSON line per note."""
+    settings, todo = shards.read_assignment(sys.stdin.buffer)
+    in_flight = [0]
+    lock = threading.Lock()
+
+    def report(result: NoteResult) -> None:
+        with lock:
+            print(shards.report_line(result.path, result.status, result.summary,
+                                     result.usage, in_flight[0]), file=out, flush=True)
+
+    run_here(vault, settings, todo, False, report, in_flight, quiet=True)
+    return EXIT_OK
 
 
 def check_paths(paths: list[Path], out: TextIO) -> int:

@@ -51,6 +51,9 @@ class Settings(BaseModel):
     concurrency: int = Field(8, ge=1, le=256, description="model requests in flight at most")
     workers: int = Field(0, ge=0, le=256, description="notes processed at the same time; 0: "
                          "as many as `concurrency`, so that every model slot can be used")
+    processes: int = Field(0, ge=0, le=64, description="processes a --once run deals its "
+                           "notes out to; 0: one per core (up to 4), once at least 100 notes "
+                           "per process are pending")
     settle: float = Field(0.5, ge=0, le=60, description="seconds a note must be quiet before "
                           "it is read (daemon)")
     max_note_bytes: int = Field(5_000_000, gt=0, description="larger notes are refused, "

@@ -132,6 +132,7 @@ def open_services(
         yield Services(Engine(effects, writer, options), writer, problem, recovered, batches)
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
+        writer.close()
         sandbox.close()
         if client is not None:
             client.close()

@@ -15,8 +15,10 @@ journal under ``VAULT/.vaultd/journal/``:
    the new bytes, or edited since, and recovery leaves it be).
 
 Writes to different notes proceed at the same time (each takes a free slot); writes to one
-note are serialised. An entry torn by a crash while it was being recorded fails its checksum:
-the note was not touched yet, and recovery discards it.
+note are serialised. A writer holds its slots with ``flock`` while it lives, so several
+processes can write to one vault, and recovery never touches a live writer's entry. An
+entry torn by a crash while it was being recorded fails its checksum: the note was not
+touched yet, and recovery discards it.
 
 After a crash at any moment, :meth:`Writer.recover` (run at start) finds the entry and
 completes the write when the note holds the old bytes or a torn mix of old and new, so a note
@@ -43,7 +45,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -110,7 +112,7 @@ class Writer:
         self._note_locks = [threading.Lock() for _ in range(_NOTE_LOCKS)]
         self._slots_lock = threading.Lock()  # the free slots, and recovery
         self._free_slots: list[int] = []
-        self._slot_count = 0
+        self._slot_locks: dict[int, int] = {}  # slot -> the fd holding its flock
         self._held: dict[str, tuple[int, Path]] = {}  # note -> its unfinished write's slot
 
     # ------------------------------------------------------------------ write
@@ -146,7 +148,7 @@ class Writer:
             if expected == new:
                 return
 
-            slot = self._take_slot()
+            slot = self._take_slot(path)
             try:
                 self._write_journaled(path, fd, vault_real, rel, slot, expected, new)
             finally:
@@ -181,12 +183,55 @@ class Writer:
         _crash_point("before_clear")
         self._clear(entry)
 
-    def _take_slot(self) -> int:
+    def _take_slot(self, path: Path) -> int:
+        """A journal slot of this writer's: free, or newly claimed (see :meth:`_claim`)."""
         with self._slots_lock:
             if self._free_slots:
                 return self._free_slots.pop()
-            self._slot_count += 1
-            return self._slot_count - 1
+            return self._claim(path)
+
+    def _claim(self, path: Path) -> int:
+        """The first slot no other writer holds: its file is locked (``flock``) for as long as
+        this writer lives, so several processes writing to one vault (a daemon and a
+        ``--once`` run, or the processes of one run) never share a slot, and recovery leaves
+        a live writer's slots alone. A slot holding an entry nobody holds is left for
+        recovery."""
+        jdir = self._vault_real / ".vaultd" / "journal"
+        try:
+            _ensure_dir(jdir)
+            number = 0
+            while True:
+                if number in self._slot_locks:
+                    number += 1
+                    continue
+                name = jdir / f"{_SLOT_PREFIX}{number}{_SLOT_SUFFIX}"
+                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    number += 1
+                    continue
+                if os.fstat(fd).st_size:  # an entry a crashed writer left: recovery's
+                    os.close(fd)
+                    number += 1
+                    continue
+                os.fchmod(fd, 0o600)
+                _fsync_dir(jdir)  # the slot's name must survive a crash
+                self._slot_locks[number] = fd
+                return number
+        except OSError as exc:
+            raise WriteError(f"{path}: cannot write the journal in {jdir}: "
+                             f"{exc.strerror or exc}", transient=True) from exc
+
+    def close(self) -> None:
+        """Give up this writer's journal slots (they are free: every write has finished)."""
+        with self._slots_lock:
+            locks, self._slot_locks = self._slot_locks, {}
+            self._free_slots = []
+        for fd in locks.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _give_back(self, slot: int) -> None:
         with self._slots_lock:
@@ -312,7 +357,6 @@ class Writer:
             raise WriteError(f"{jdir}: {exc.strerror or exc}") from exc
         vault_real = Path(os.path.realpath(self.vault))
         results: list[Recovery] = []
-        kept: set[str] = set()
         for name in names:
             entry_path = jdir / name
             if name.startswith(".") and name.endswith(_TEMP_SUFFIX):
@@ -322,24 +366,19 @@ class Writer:
             is_slot = name.startswith(_SLOT_PREFIX) and name.endswith(_SLOT_SUFFIX)
             if is_slot and _is_empty_file(entry_path):
                 continue  # a free slot
-            try:
-                entry = _read_entry(entry_path, slot=is_slot)
-            except _BadEntry as exc:
-                results.append(Recovery(entry_path, "bad_entry", str(exc)))
-                self._discard(entry_path, is_slot)
-                continue
-            outcome, detail, keep = self._recover_one(vault_real, entry)
-            results.append(Recovery(self.vault / entry.rel, outcome, detail))
-            if keep and is_slot:
-                kept.add(name)
-            elif not keep:
-                self._discard(entry_path, is_slot)
-        # New writes use slots numbered after every slot on disk: a kept entry is never reused.
-        numbers = [int(n[len(_SLOT_PREFIX):-len(_SLOT_SUFFIX)]) for n in names
-                   if n.startswith(_SLOT_PREFIX) and n.endswith(_SLOT_SUFFIX)
-                   and n[len(_SLOT_PREFIX):-len(_SLOT_SUFFIX)].isdigit()]
-        self._slot_count = max([self._slot_count - 1, *numbers]) + 1
-        self._free_slots = [i for i in numbers if f"{_SLOT_PREFIX}{i}{_SLOT_SUFFIX}" not in kept]
+            with _unless_held(entry_path if is_slot else None) as free:
+                if not free:
+                    continue  # a live writer's (another process's): its write is under way
+                try:
+                    entry = _read_entry(entry_path, slot=is_slot)
+                except _BadEntry as exc:
+                    results.append(Recovery(entry_path, "bad_entry", str(exc)))
+                    self._discard(entry_path, is_slot)
+                    continue
+                outcome, detail, keep = self._recover_one(vault_real, entry)
+                results.append(Recovery(self.vault / entry.rel, outcome, detail))
+                if not keep:  # a kept slot holds its entry: no writer claims it
+                    self._discard(entry_path, is_slot)
         with contextlib.suppress(OSError):
             _fsync_dir(jdir)
         return results
@@ -521,6 +560,28 @@ def _encode_entry(rel: str, old: bytes, new: bytes) -> bytes:
         "sha256": _checksum(rel, old, new),
     }
     return json.dumps(doc, ensure_ascii=True).encode("ascii")
+
+
+@contextlib.contextmanager
+def _unless_held(slot: Path | None) -> Iterator[bool]:
+    """True while ``slot``'s lock is ours for the asking (no live writer holds it)."""
+    if slot is None:
+        yield True
+        return
+    try:
+        fd = os.open(slot, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        yield True  # reading it will say what is wrong
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _is_empty_file(path: Path) -> bool:

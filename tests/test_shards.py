@@ -1,0 +1,87 @@
+"""A --once run dealt out to several processes gives what one process gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vaultd import shards
+from vaultd.config import Settings
+
+from .conftest import run_cli, without_timestamp
+from .fakeapi import FakeMessagesAPI, Reply
+from .notes import SEED, SEED_REPLIES, programmatic_note
+from .test_engine import seed_done
+
+
+def test_notes_about_the_same_thing_are_dealt_to_the_same_process(tmp_path: Path) -> None:
+    paths = []
+    for number in range(40):
+        path = tmp_path / f"n{number}.md"
+        answer = f"Answer {number % 5}."  # five topics, eight notes each
+        path.write_text(f"> [!answer]\n> ```answer-text\n> {answer}\n> ```\n", encoding="utf-8")
+        paths.append(path)
+    groups = shards.deal(paths, 3)
+    assert sorted(p for group in groups for p in group) == sorted(paths)
+    for group in groups:
+        topics = {shards.topic(p) for p in group}
+        for other in groups:
+            if other is not group:
+                assert topics.isdisjoint({shards.topic(p) for p in other})
+
+
+def test_an_empty_answer_is_dealt_by_its_query(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.md", tmp_path / "b.md"
+    for path in (first, second):
+        path.write_text("> [!query]\n> ```query-text\n> Which drugs?\n> ```\n\n"
+                        "> [!answer]\n> ```answer-text\n> ```\n", encoding="utf-8")
+    assert shards.topic(first) == shards.topic(second)
+    assert b"Which drugs?" in shards.topic(first)
+
+
+@pytest.mark.parametrize(("total", "processes", "expected"),
+                         [(8, 2, [4, 4]), (9, 2, [5, 4]), (16, 3, [6, 5, 5])])
+def test_the_model_limit_is_shared_out_exactly(total: int, processes: int,
+                                               expected: list[int]) -> None:
+    assert shards.shares(total, processes) == expected
+
+
+def test_how_many_processes() -> None:
+    auto = Settings()
+    assert shards.processes_for(auto, 50, batch=False) == 1  # too few notes to be worth it
+    assert shards.processes_for(Settings(processes=2), 1000, batch=True) == 1
+    assert shards.processes_for(Settings(processes=3), 2, batch=False) == 2  # no idle process
+    assert shards.processes_for(Settings(processes=4, concurrency=2), 1000, batch=False) == 2
+
+
+def test_a_run_in_three_processes(vault: Path, api: FakeMessagesAPI,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    for contains, reply in SEED_REPLIES.items():
+        api.rule(contains, Reply(text=reply, delay=0.2))
+    for number in range(4):
+        (vault / f"seed{number}.md").write_text(SEED, encoding="utf-8")  # one topic
+    for number in range(6):
+        (vault / f"js{number}.md").write_text(
+            programmatic_note(answer=f"Poteligeo, answer {number}."), encoding="utf-8")
+    (vault / "broken.md").write_text(programmatic_note(logic="return input.nope.nope;"),
+                                     encoding="utf-8")
+
+    ran = run_cli("run", str(vault), "--once", "--processes", "3", "--concurrency", "3",
+                  capsys=capsys)
+
+    assert ran.code == 1, ran  # broken.md ended in error
+    lines = ran.out.splitlines()
+    assert sorted(lines[:-2]) == sorted(
+        [f"done       seed{n}.md: 4 measures" for n in range(4)]
+        + [f"done       js{n}.md: 1 measures" for n in range(6)]
+        + ["error      broken.md: 1 of 1 measures did not succeed; size: TypeError: "
+           "cannot read property 'nope' of undefined"])
+    assert lines[-2] == "vaultd: 11 notes processed: 10 done, 1 error"
+    assert lines[-1].startswith("vaultd: model: 2 requests (6 from cache), ")
+    assert len(api.message_requests()) == 2  # the four copies were in one process
+    assert api.max_in_flight <= 3
+    for number in range(4):
+        text = (vault / f"seed{number}.md").read_text(encoding="utf-8")
+        assert without_timestamp(text) == seed_done()
+    assert "Status: Done" in (vault / "js5.md").read_text(encoding="utf-8")

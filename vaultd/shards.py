@@ -1,0 +1,215 @@
+"""A ``--once`` run over many notes, in several processes.
+
+One Python process does a note's own work (reading and parsing it, the SDK's side of each
+model request, rendering and writing) under one interpreter lock, so on a machine with
+several cores a large ``--once`` run deals its notes out to that many processes
+(``processes`` setting; by default one per core, up to 4, once at least
+:data:`MIN_NOTES_PER_PROCESS` notes per process are pending).
+
+What holds for one process holds for the run:
+
+* the model limit: each process gets its share of ``concurrency``, never more in all;
+* identical requests go out once: notes are dealt out by what they ask about (their answer
+  block, or their query block when the answer is to be written), so notes that would send
+  the same requests are in the same process, whose response cache sends them once; the
+  cache file itself is shared (SQLite, safe with several processes);
+* the output: the parent prints each note's line as its process reports it, then the totals.
+
+A child is ``python -m vaultd run VAULT --once --shard``: it reads the settings and its
+notes as one JSON document on stdin and writes one JSON line per note on stdout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from vaultd.config import Settings
+from vaultd.cost import Usage
+from vaultd.errors import VaultdError
+
+MIN_NOTES_PER_PROCESS = 100
+MAX_AUTO_PROCESSES = 4
+_USAGE_FIELDS = [f.name for f in dataclasses.fields(Usage)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Reported:
+    """One note's outcome as a process reported it."""
+
+    path: Path
+    status: str
+    summary: str
+    usage: Usage
+
+
+def processes_for(settings: Settings, notes: int, batch: bool) -> int:
+    """How many processes a ``--once`` run over ``notes`` pending notes uses."""
+    if batch:  # batches are rounds over every note at once: one process
+        return 1
+    wanted = settings.processes or min(os.cpu_count() or 1, MAX_AUTO_PROCESSES)
+    if not settings.processes:
+        wanted = min(wanted, notes // MIN_NOTES_PER_PROCESS)
+    return max(1, min(wanted, settings.concurrency, notes))
+
+
+def topic(path: Path) -> bytes:
+    """What the note asks the model about: its answer callout's lines, else its query's.
+
+    Read off the raw bytes, with no parsing: it only decides which process runs the note.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return b""
+    for marker in (b"[!answer]", b"[!query]"):
+        start = data.find(marker)
+        if start < 0:
+            continue
+        lines = data[start:].splitlines()
+        block = _callout_lines(lines)
+        if any(_is_text(line) for line in block[1:]):
+            return b"\n".join(block)
+    return b""
+
+
+def _is_text(line: bytes) -> bool:
+    content = line.lstrip().lstrip(b">").strip()
+    return bool(content) and not content.startswith((b"```", b"~~~"))
+
+
+def _callout_lines(lines: list[bytes]) -> list[bytes]:
+    taken = lines[:1]
+    for line in lines[1:]:
+        if not line.lstrip().startswith(b">"):
+            break
+        taken.append(line)
+    return taken
+
+
+def deal(paths: Sequence[Path], processes: int, topic_of: Callable[[Path], bytes] = topic
+         ) -> list[list[Path]]:
+    """``paths`` in ``processes`` groups: the same topic always in the same group."""
+    groups: list[list[Path]] = [[] for _ in range(processes)]
+    for path in paths:
+        digest = hashlib.blake2b(topic_of(path), digest_size=8).digest()
+        groups[int.from_bytes(digest, "big") % processes].append(path)
+    return groups
+
+
+def shares(total: int, processes: int) -> list[int]:
+    """``total`` divided into ``processes`` whole shares that add up to it."""
+    return [total // processes + (1 if i < total % processes else 0) for i in range(processes)]
+
+
+# -- the parent --------------------------------------------------------------------------
+
+
+def run(vault: Path, settings: Settings, groups: list[list[Path]],
+        on_result: Callable[[Reported, int], None]) -> list[str]:
+    """Run each group in a child process; ``on_result(note, in_flight)`` for every note as it
+    is reported (from several threads, one at a time). Returns the problems: a child that
+    failed, with the end of what it wrote on stderr."""
+    limits = shares(settings.concurrency, len(groups))
+    children: list[tuple[subprocess.Popen[bytes], list[Path]]] = []
+    for group, limit in zip(groups, limits, strict=True):
+        if not group:
+            continue
+        child_settings = settings.model_copy(update={"concurrency": limit, "processes": 1})
+        document = {"settings": child_settings.model_dump(mode="json"),
+                    "paths": [str(p) for p in group]}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vaultd", "run", str(vault), "--once", "--shard"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": _package_root(os.environ.get("PYTHONPATH"))},
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(document).encode("utf-8"))
+        proc.stdin.close()
+        children.append((proc, group))
+
+    lock = threading.Lock()
+    in_flight = [0] * len(children)
+    problems: list[str] = []
+
+    def follow(index: int, proc: subprocess.Popen[bytes], group: list[Path]) -> None:
+        stdout, stderr_pipe = proc.stdout, proc.stderr
+        assert stdout is not None and stderr_pipe is not None
+        errors: list[bytes] = []
+        drain = threading.Thread(target=lambda: errors.append(stderr_pipe.read()), daemon=True)
+        drain.start()
+        seen: set[str] = set()
+        for raw in stdout:
+            try:
+                item = json.loads(raw)
+                note = Reported(Path(item["path"]), item["status"], item["summary"],
+                                Usage(**{k: item["usage"][k] for k in _USAGE_FIELDS}))
+            except (ValueError, KeyError, TypeError):
+                continue
+            seen.add(str(note.path))
+            with lock:
+                in_flight[index] = int(item.get("in_flight", 0))
+                on_result(note, sum(in_flight))
+        stdout.close()
+        code = proc.wait()
+        drain.join()
+        stderr_pipe.close()
+        stderr = b"".join(errors).decode("utf-8", "replace").strip()
+        if stderr:
+            sys.stderr.write(stderr + "\n")
+        if code != 0 and len(seen) < len(group):
+            with lock:
+                problems.append(f"a vaultd process for {len(group) - len(seen)} notes ended "
+                                f"with exit code {code}")
+                for path in group:
+                    if str(path) not in seen:
+                        on_result(Reported(path, "error", "its vaultd process ended early; "
+                                           "set it to Pending again", Usage()), sum(in_flight))
+
+    threads = [threading.Thread(target=follow, args=(i, proc, group), daemon=True)
+               for i, (proc, group) in enumerate(children)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    except BaseException:  # Ctrl-C: the children get it too; make sure none outlives us
+        for proc, _ in children:
+            proc.terminate()
+        raise
+    return problems
+
+
+def _package_root(current: str | None) -> str:
+    """PYTHONPATH for a child: this vaultd's own folder first, so it runs the same code."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return os.pathsep.join([root, current]) if current else root
+
+
+# -- the child ---------------------------------------------------------------------------
+
+
+def read_assignment(stream: IO[bytes]) -> tuple[Settings, list[Path]]:
+    """The settings and notes a parent gave this process."""
+    try:
+        document = json.loads(stream.read())
+        settings = Settings.model_validate(document["settings"])
+        paths = [Path(p) for p in document["paths"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise VaultdError(f"--shard: cannot read the notes to run from stdin: {exc}") from exc
+    return settings, paths
+
+
+def report_line(path: Path, status: str, summary: str, usage: Usage, in_flight: int) -> str:
+    """One note's outcome, for the parent."""
+    fields: dict[str, Any] = {name: getattr(usage, name) for name in _USAGE_FIELDS}
+    return json.dumps({"path": str(path), "status": status, "summary": summary,
+                       "usage": fields, "in_flight": in_flight})

@@ -85,3 +85,46 @@ def test_a_run_in_three_processes(vault: Path, api: FakeMessagesAPI,
         text = (vault / f"seed{number}.md").read_text(encoding="utf-8")
         assert without_timestamp(text) == seed_done()
     assert "Status: Done" in (vault / "js5.md").read_text(encoding="utf-8")
+
+
+def test_a_flag_that_overrides_a_bad_config_setting_reaches_every_process(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    """The flag wins over config.toml in the run's settings; a child must not load the
+    config again on its own (and fail on the value the flag replaced)."""
+    (vault / ".vaultd").mkdir()
+    (vault / ".vaultd" / "config.toml").write_text("concurrency = 0\n", encoding="utf-8")
+    for number in range(4):
+        (vault / f"js{number}.md").write_text(
+            programmatic_note(answer=f"Answer {number}."), encoding="utf-8")
+
+    ran = run_cli("run", str(vault), "--once", "--processes", "2", "--concurrency", "2",
+                  capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert sorted(ran.out.splitlines()[:-1]) == sorted(
+        f"done       js{n}.md: 1 measures" for n in range(4))
+    assert "configuration error" not in ran.err
+    for number in range(4):
+        assert "Status: Done" in (vault / f"js{number}.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_the_log_level_reaches_every_process(vault: Path, api: FakeMessagesAPI,
+                                             processes: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--log-level ERROR: the journal recovery each process does at start logs nothing."""
+    from .test_writer import NEW, OLD, crash_write
+
+    other = vault / "other.md"
+    other.write_bytes(OLD)
+    crash_write(vault, other, OLD, NEW, "mid_write")
+    for number in range(2):
+        (vault / f"js{number}.md").write_text(
+            programmatic_note(answer=f"Answer {number}."), encoding="utf-8")
+
+    ran = run_cli("--log-level", "ERROR", "run", str(vault), "--once", "--processes",
+                  processes, capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert other.read_bytes() == NEW
+    assert "journal:" not in ran.err, ran.err

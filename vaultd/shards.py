@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def run(vault: Path, settings: Settings, groups: list[list[Path]],
     failed, with the end of what it wrote on stderr."""
     limits = shares(settings.concurrency, len(groups))
     children: list[tuple[subprocess.Popen[bytes], list[Path]]] = []
+    level = logging.getLevelName(logging.getLogger("vaultd").getEffectiveLevel())
+    log_level = ["--log-level", level] if level in ("DEBUG", "INFO", "WARNING", "ERROR") else []
     for group, limit in zip(groups, limits, strict=True):
         if not group:
             continue
@@ -127,7 +130,7 @@ def run(vault: Path, settings: Settings, groups: list[list[Path]],
         document = {"settings": child_settings.model_dump(mode="json"),
                     "paths": [str(p) for p in group]}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vaultd", "run", str(vault), "--once", "--shard"],
+            [sys.executable, "-m", "vaultd", *log_level, "run", str(vault), "--once", "--shard"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": _package_root(os.environ.get("PYTHONPATH"))},
         )

@@ -128,3 +128,22 @@ def test_the_log_level_reaches_every_process(vault: Path, api: FakeMessagesAPI,
     assert ran.code == 0, ran
     assert other.read_bytes() == NEW
     assert "journal:" not in ran.err, ran.err
+
+
+def test_the_same_answer_under_another_callout_header_is_asked_about_once(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    """`[!Answer]` and a folded `[!answer]-` are the same answer callout to vaultd (its
+    kind is read case-blind; title and fold sign are not the answer), so they send the
+    same requests: they must be dealt to the same process."""
+    for contains, reply in SEED_REPLIES.items():
+        api.rule(contains, Reply(text=reply, delay=0.3))
+    for name, header in (("plain", "> [!answer]"), ("capital", "> [!Answer]"),
+                         ("folded", "> [!answer]- The answer")):
+        (vault / f"{name}.md").write_text(SEED.replace("> [!answer]", header, 1),
+                                          encoding="utf-8")
+
+    ran = run_cli("run", str(vault), "--once", "--processes", "2", capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert ran.out.splitlines()[-2] == "vaultd: 3 notes processed: 3 done"
+    assert len(api.message_requests()) == 2, ran  # once, as in one process

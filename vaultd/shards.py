@@ -71,15 +71,22 @@ def topic(path: Path) -> bytes:
         data = path.read_bytes()
     except OSError:
         return b""
+    folded = data.lower()  # a callout's kind is read case-blind
     for marker in (b"[!answer]", b"[!query]"):
-        start = data.find(marker)
+        start = folded.find(marker)
         if start < 0:
             continue
         lines = data[start:].splitlines()
-        block = _callout_lines(lines)
-        if any(_is_text(line) for line in block[1:]):
-            return b"\n".join(block)
+        content = _callout_lines(lines)[1:]  # not the header: its title and fold sign
+        if any(_is_text(line) for line in content):
+            return b"\n".join(_unquoted(line) for line in content)
     return b""
+
+
+def _unquoted(line: bytes) -> bytes:
+    """A callout line without its ``>`` marker and the one space after it."""
+    line = line.lstrip(b" ")
+    return line[1:].removeprefix(b" ") if line.startswith(b">") else line
 
 
 def _is_text(line: bytes) -> bool:

@@ -11,7 +11,7 @@ from vaultd.config import Settings
 
 from .conftest import run_cli, without_timestamp
 from .fakeapi import FakeMessagesAPI, Reply
-from .notes import SEED, SEED_REPLIES, programmatic_note
+from .notes import SEED, SEED_REPLIES, note_with_measures, programmatic_note
 from .test_engine import seed_done
 
 
@@ -147,3 +147,22 @@ def test_the_same_answer_under_another_callout_header_is_asked_about_once(
     assert ran.code == 0, ran
     assert ran.out.splitlines()[-2] == "vaultd: 3 notes processed: 3 done"
     assert len(api.message_requests()) == 2, ran  # once, as in one process
+
+
+def test_a_process_with_every_note_gets_the_whole_model_limit(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every note asks about one answer, so every note goes to one process: the limit is
+    shared among the processes that run, not left idle on one that gets no notes."""
+    api.default = Reply(text='"ok"', delay=1.0)
+    for number in range(5):  # the first request about the answer goes alone (it is cached)
+        lines = ["* ---", "  * id: a", "  * type: ai", f"  * prompt: question {number}"]
+        (vault / f"n{number}.md").write_text(
+            note_with_measures(lines, answer="One answer."), encoding="utf-8")
+
+    ran = run_cli("run", str(vault), "--once", "--processes", "2", "--concurrency", "4",
+                  capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert ran.out.splitlines()[-2] == "vaultd: 5 notes processed: 5 done"
+    assert len(api.message_requests()) == 5
+    assert api.max_in_flight == 4  # as in one process: reached, never exceeded

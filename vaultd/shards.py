@@ -126,13 +126,12 @@ def run(vault: Path, settings: Settings, groups: list[list[Path]],
     """Run each group in a child process; ``on_result(note, in_flight)`` for every note as it
     is reported (from several threads, one at a time). Returns the problems: a child that
     failed, with the end of what it wrote on stderr."""
+    groups = [group for group in groups if group]  # no share is left to a process not run
     limits = shares(settings.concurrency, len(groups))
     children: list[tuple[subprocess.Popen[bytes], list[Path]]] = []
     level = logging.getLevelName(logging.getLogger("vaultd").getEffectiveLevel())
     log_level = ["--log-level", level] if level in ("DEBUG", "INFO", "WARNING", "ERROR") else []
     for group, limit in zip(groups, limits, strict=True):
-        if not group:
-            continue
         child_settings = settings.model_copy(update={"concurrency": limit, "processes": 1})
         document = {"settings": child_settings.model_dump(mode="json"),
                     "paths": [str(p) for p in group]}

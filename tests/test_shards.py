@@ -11,7 +11,7 @@ from vaultd.config import Settings
 
 from .conftest import run_cli, without_timestamp
 from .fakeapi import FakeMessagesAPI, Reply
-from .notes import SEED, SEED_REPLIES, programmatic_note
+from .notes import SEED, SEED_REPLIES, note_with_measures, programmatic_note
 from .test_engine import seed_done
 
 
@@ -85,3 +85,84 @@ def test_a_run_in_three_processes(vault: Path, api: FakeMessagesAPI,
         text = (vault / f"seed{number}.md").read_text(encoding="utf-8")
         assert without_timestamp(text) == seed_done()
     assert "Status: Done" in (vault / "js5.md").read_text(encoding="utf-8")
+
+
+def test_a_flag_that_overrides_a_bad_config_setting_reaches_every_process(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    """The flag wins over config.toml in the run's settings; a child must not load the
+    config again on its own (and fail on the value the flag replaced)."""
+    (vault / ".vaultd").mkdir()
+    (vault / ".vaultd" / "config.toml").write_text("concurrency = 0\n", encoding="utf-8")
+    for number in range(4):
+        (vault / f"js{number}.md").write_text(
+            programmatic_note(answer=f"Answer {number}."), encoding="utf-8")
+
+    ran = run_cli("run", str(vault), "--once", "--processes", "2", "--concurrency", "2",
+                  capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert sorted(ran.out.splitlines()[:-1]) == sorted(
+        f"done       js{n}.md: 1 measures" for n in range(4))
+    assert "configuration error" not in ran.err
+    for number in range(4):
+        assert "Status: Done" in (vault / f"js{number}.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_the_log_level_reaches_every_process(vault: Path, api: FakeMessagesAPI,
+                                             processes: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--log-level ERROR: the journal recovery each process does at start logs nothing."""
+    from .test_writer import NEW, OLD, crash_write
+
+    other = vault / "other.md"
+    other.write_bytes(OLD)
+    crash_write(vault, other, OLD, NEW, "mid_write")
+    for number in range(2):
+        (vault / f"js{number}.md").write_text(
+            programmatic_note(answer=f"Answer {number}."), encoding="utf-8")
+
+    ran = run_cli("--log-level", "ERROR", "run", str(vault), "--once", "--processes",
+                  processes, capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert other.read_bytes() == NEW
+    assert "journal:" not in ran.err, ran.err
+
+
+def test_the_same_answer_under_another_callout_header_is_asked_about_once(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    """`[!Answer]` and a folded `[!answer]-` are the same answer callout to vaultd (its
+    kind is read case-blind; title and fold sign are not the answer), so they send the
+    same requests: they must be dealt to the same process."""
+    for contains, reply in SEED_REPLIES.items():
+        api.rule(contains, Reply(text=reply, delay=0.3))
+    for name, header in (("plain", "> [!answer]"), ("capital", "> [!Answer]"),
+                         ("folded", "> [!answer]- The answer")):
+        (vault / f"{name}.md").write_text(SEED.replace("> [!answer]", header, 1),
+                                          encoding="utf-8")
+
+    ran = run_cli("run", str(vault), "--once", "--processes", "2", capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert ran.out.splitlines()[-2] == "vaultd: 3 notes processed: 3 done"
+    assert len(api.message_requests()) == 2, ran  # once, as in one process
+
+
+def test_a_process_with_every_note_gets_the_whole_model_limit(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every note asks about one answer, so every note goes to one process: the limit is
+    shared among the processes that run, not left idle on one that gets no notes."""
+    api.default = Reply(text='"ok"', delay=1.0)
+    for number in range(5):  # the first request about the answer goes alone (it is cached)
+        lines = ["* ---", "  * id: a", "  * type: ai", f"  * prompt: question {number}"]
+        (vault / f"n{number}.md").write_text(
+            note_with_measures(lines, answer="One answer."), encoding="utf-8")
+
+    ran = run_cli("run", str(vault), "--once", "--processes", "2", "--concurrency", "4",
+                  capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert ran.out.splitlines()[-2] == "vaultd: 5 notes processed: 5 done"
+    assert len(api.message_requests()) == 5
+    assert api.max_in_flight == 4  # as in one process: reached, never exceeded

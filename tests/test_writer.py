@@ -682,3 +682,58 @@ def test_two_writers_on_one_vault_never_share_a_slot(vault: Path) -> None:
     assert sorted(p.name for p in (vault / ".vaultd" / "journal").iterdir()) == slots
     two.close()
     three.close()
+
+
+RECOVER_SCRIPT = """
+import sys
+from vaultd.writer import Writer
+print(*[r.outcome for r in Writer(sys.argv[1]).recover()])
+"""
+
+
+def test_an_entry_another_process_recovers_meanwhile_is_not_reported_bad(
+        vault: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes (the shards of a --once run) recover at start, at the same time: the
+    one that finds the slot emptied by the other has nothing to report."""
+    note = make_note(vault, OLD)
+    crash_write(vault, note, OLD, NEW, "mid_write")
+    real = writer_mod._is_empty_file
+    others: list[str] = []
+
+    def another_process_recovers_now(path: Path) -> bool:
+        empty = real(path)
+        monkeypatch.setattr(writer_mod, "_is_empty_file", real)
+        done = subprocess.run([sys.executable, "-c", RECOVER_SCRIPT, str(vault)],
+                              env={**os.environ, "PYTHONPATH": str(REPO)},
+                              capture_output=True, text=True, timeout=60, check=True)
+        others.append(done.stdout.strip())
+        return empty
+
+    monkeypatch.setattr(writer_mod, "_is_empty_file", another_process_recovers_now)
+    assert Writer(vault).recover() == []
+    assert others == ["completed"]
+    assert note.read_bytes() == NEW
+
+
+def test_a_slot_that_cannot_be_claimed_leaks_no_descriptor(
+        vault: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    note = make_note(vault, OLD)
+    (vault / ".vaultd" / "journal").mkdir(parents=True)
+    writer = Writer(vault)
+    real = writer_mod._fsync_dir
+    failures = [OSError(errno.EIO, os.strerror(errno.EIO))]
+
+    def failing_once(path: Path) -> None:
+        if failures:
+            raise failures.pop()
+        real(path)
+
+    monkeypatch.setattr(writer_mod, "_fsync_dir", failing_once)
+    before = len(os.listdir("/dev/fd"))
+    with pytest.raises(WriteError):
+        writer.write(note, OLD, NEW)
+    assert len(os.listdir("/dev/fd")) == before
+    writer.write(note, OLD, NEW)  # the slot is claimed again, not left locked
+    writer.close()
+    assert note.read_bytes() == NEW
+    assert [p.name for p in (vault / ".vaultd" / "journal").iterdir()] == ["slot-0.journal"]

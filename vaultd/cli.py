@@ -170,6 +170,8 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
     if not vault.is_dir():
         print(f"vaultd: {vault}: not a folder", file=sys.stderr)
         return EXIT_USAGE
+    if args.shard:  # the parent's settings come on stdin: the config is not loaded again
+        return run_shard(vault, out)
     settings = config.load(vault, {
         "model": args.model, "answer_model": args.answer_model, "max_tokens": args.max_tokens,
         "concurrency": args.concurrency, "workers": args.workers, "processes": args.processes,
@@ -186,8 +188,6 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    if args.shard:
-        return run_shard(vault, out)
     return run_once(vault, settings, out, batch=args.batch)
 
 

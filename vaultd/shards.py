@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -70,15 +71,22 @@ def topic(path: Path) -> bytes:
         data = path.read_bytes()
     except OSError:
         return b""
+    folded = data.lower()  # a callout's kind is read case-blind
     for marker in (b"[!answer]", b"[!query]"):
-        start = data.find(marker)
+        start = folded.find(marker)
         if start < 0:
             continue
         lines = data[start:].splitlines()
-        block = _callout_lines(lines)
-        if any(_is_text(line) for line in block[1:]):
-            return b"\n".join(block)
+        content = _callout_lines(lines)[1:]  # not the header: its title and fold sign
+        if any(_is_text(line) for line in content):
+            return b"\n".join(_unquoted(line) for line in content)
     return b""
+
+
+def _unquoted(line: bytes) -> bytes:
+    """A callout line without its ``>`` marker and the one space after it."""
+    line = line.lstrip(b" ")
+    return line[1:].removeprefix(b" ") if line.startswith(b">") else line
 
 
 def _is_text(line: bytes) -> bool:
@@ -118,16 +126,17 @@ def run(vault: Path, settings: Settings, groups: list[list[Path]],
     """Run each group in a child process; ``on_result(note, in_flight)`` for every note as it
     is reported (from several threads, one at a time). Returns the problems: a child that
     failed, with the end of what it wrote on stderr."""
+    groups = [group for group in groups if group]  # no share is left to a process not run
     limits = shares(settings.concurrency, len(groups))
     children: list[tuple[subprocess.Popen[bytes], list[Path]]] = []
+    level = logging.getLevelName(logging.getLogger("vaultd").getEffectiveLevel())
+    log_level = ["--log-level", level] if level in ("DEBUG", "INFO", "WARNING", "ERROR") else []
     for group, limit in zip(groups, limits, strict=True):
-        if not group:
-            continue
         child_settings = settings.model_copy(update={"concurrency": limit, "processes": 1})
         document = {"settings": child_settings.model_dump(mode="json"),
                     "paths": [str(p) for p in group]}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vaultd", "run", str(vault), "--once", "--shard"],
+            [sys.executable, "-m", "vaultd", *log_level, "run", str(vault), "--once", "--shard"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": _package_root(os.environ.get("PYTHONPATH"))},
         )

@@ -212,12 +212,21 @@ class Writer:
                     os.close(fd)
                     number += 1
                     continue
-                if os.fstat(fd).st_size:  # an entry a crashed writer left: recovery's
+                except BaseException:
+                    os.close(fd)
+                    raise
+                try:
+                    size = os.fstat(fd).st_size
+                    if not size:
+                        os.fchmod(fd, 0o600)
+                        _fsync_dir(jdir)  # the slot's name must survive a crash
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if size:  # an entry a crashed writer left: recovery's
                     os.close(fd)
                     number += 1
                     continue
-                os.fchmod(fd, 0o600)
-                _fsync_dir(jdir)  # the slot's name must survive a crash
                 self._slot_locks[number] = fd
                 return number
         except OSError as exc:
@@ -369,6 +378,8 @@ class Writer:
             with _unless_held(entry_path if is_slot else None) as free:
                 if not free:
                     continue  # a live writer's (another process's): its write is under way
+                if is_slot and _is_empty_file(entry_path):
+                    continue  # another process recovered it meanwhile
                 try:
                     entry = _read_entry(entry_path, slot=is_slot)
                 except _BadEntry as exc:

@@ -737,3 +737,21 @@ def test_a_slot_that_cannot_be_claimed_leaks_no_descriptor(
     writer.close()
     assert note.read_bytes() == NEW
     assert [p.name for p in (vault / ".vaultd" / "journal").iterdir()] == ["slot-0.journal"]
+
+
+def test_a_journal_deleted_under_a_writer_is_made_again(vault: Path) -> None:
+    """The slot's own descriptor is used only while it is still the slot's file."""
+    import shutil
+
+    first, second = make_note(vault, OLD, name="a.md"), make_note(vault, OLD, name="b.md")
+    writer = Writer(vault)
+    writer.write(first, OLD, NEW)
+    shutil.rmtree(vault / ".vaultd" / "journal")
+    crash = make_note(vault, OLD, name="c.md")
+    writer.write(second, OLD, NEW)
+    assert second.read_bytes() == NEW
+    assert (vault / ".vaultd" / "journal" / "slot-0.journal").exists()
+    writer.close()
+    crash_write(vault, crash, OLD, NEW, "after_journal")  # an entry on disk, as it must be
+    [rec] = Writer(vault).recover()
+    assert (rec.path, rec.outcome) == (crash, "completed")

@@ -21,6 +21,7 @@ notes as one JSON document on stdin and writes one JSON line per note on stdout.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -141,8 +142,13 @@ def run(vault: Path, settings: Settings, groups: list[list[Path]],
             env={**os.environ, "PYTHONPATH": _package_root(os.environ.get("PYTHONPATH"))},
         )
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps(document).encode("utf-8"))
-        proc.stdin.close()
+        try:
+            proc.stdin.write(json.dumps(document).encode("utf-8"))
+        except BrokenPipeError:  # it ended at once: its notes are reported missing below
+            pass
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
         children.append((proc, group))
 
     lock = threading.Lock()
@@ -174,7 +180,7 @@ def run(vault: Path, settings: Settings, groups: list[list[Path]],
         stderr = b"".join(errors).decode("utf-8", "replace").strip()
         if stderr:
             sys.stderr.write(stderr + "\n")
-        if code != 0 and len(seen) < len(group):
+        if len(seen) < len(group):  # a process that ended early, whatever its exit code
             with lock:
                 problems.append(f"a vaultd process for {len(group) - len(seen)} notes ended "
                                 f"with exit code {code}")

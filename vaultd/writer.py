@@ -292,13 +292,18 @@ class Writer:
         data = _encode_entry(rel, old, new)
         try:
             _ensure_dir(jdir)
-            try:
-                fd = os.open(entry, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-                created = False
-            except FileNotFoundError:
-                fd = os.open(entry, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o600)
-                created = True
+            # Through the descriptor that holds the slot's lock while it is still the slot's
+            # file (closing another descriptor of it would drop the lock on NFS); else anew.
+            held = self._slot_locks.get(slot)
+            fd, created = (held, False) if held is not None and _is_file(held, entry) \
+                else (-1, False)
+            if fd < 0:
+                try:
+                    fd = os.open(entry, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    fd = os.open(entry, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, 0o600)
+                    created = True
             try:
                 if created:
                     os.fchmod(fd, 0o600)
@@ -311,7 +316,8 @@ class Writer:
                         os.ftruncate(fd, 0)
                     raise
             finally:
-                os.close(fd)
+                if fd != held:
+                    os.close(fd)
             if created:  # the slot's name must survive a crash too
                 _fsync_dir(jdir)
         except OSError as exc:
@@ -593,6 +599,15 @@ def _unless_held(slot: Path | None) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)
+
+
+def _is_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is the file at ``path`` now (not one deleted or replaced since)."""
+    try:
+        here, there = os.fstat(fd), os.lstat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _is_empty_file(path: Path) -> bool:

@@ -31,6 +31,13 @@ def test_notes_about_the_same_thing_are_dealt_to_the_same_process(tmp_path: Path
                 assert topics.isdisjoint({shards.topic(p) for p in other})
 
 
+def test_the_deal_is_as_even_as_the_topics_allow(tmp_path: Path) -> None:
+    topics = {tmp_path / f"n{i}.md": f"topic {i % 7 if i < 14 else i}".encode()
+              for i in range(41)}  # seven topics of two notes, then 27 of one
+    groups = shards.deal(list(topics), 3, topics.__getitem__)
+    assert sorted(len(g) for g in groups) == [13, 14, 14]
+
+
 def test_an_empty_answer_is_dealt_by_its_query(tmp_path: Path) -> None:
     first, second = tmp_path / "a.md", tmp_path / "b.md"
     for path in (first, second):

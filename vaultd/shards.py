@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -106,11 +105,15 @@ def _callout_lines(lines: list[bytes]) -> list[bytes]:
 
 def deal(paths: Sequence[Path], processes: int, topic_of: Callable[[Path], bytes] = topic
          ) -> list[list[Path]]:
-    """``paths`` in ``processes`` groups: the same topic always in the same group."""
-    groups: list[list[Path]] = [[] for _ in range(processes)]
+    """``paths`` in ``processes`` groups: the same topic always in the same group, and the
+    groups as even as that allows (the largest topics first, each to the smallest group),
+    so that no process is left with more model requests to wait on than the others."""
+    by_topic: dict[bytes, list[Path]] = {}
     for path in paths:
-        digest = hashlib.blake2b(topic_of(path), digest_size=8).digest()
-        groups[int.from_bytes(digest, "big") % processes].append(path)
+        by_topic.setdefault(topic_of(path), []).append(path)
+    groups: list[list[Path]] = [[] for _ in range(processes)]
+    for members in sorted(by_topic.values(), key=len, reverse=True):
+        min(groups, key=len).extend(members)
     return groups
 
 

@@ -278,14 +278,18 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+    def _send_head(self, status: int, length: int, headers: dict[str, str]) -> None:
+        """The status line and headers for a JSON body of ``length`` bytes."""
         self.send_response(status, _REASONS.get(status))
         merged = {"content-type": "application/json"}
         merged.update({k.lower(): v for k, v in headers.items()})
-        merged["content-length"] = str(len(body))
+        merged["content-length"] = str(length)
         for name, value in merged.items():
             self.send_header(name, value)
         self.end_headers()
+
+    def send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self._send_head(status, len(body), headers)
         if self.command != "HEAD":
             self.wfile.write(body)
         self.wfile.flush()
@@ -297,13 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def send_cut(self, status: int, body: bytes, headers: dict[str, str], cut: int) -> None:
         """Headers for the whole ``body``, ``cut`` bytes of it, then a reset (RST)."""
-        self.send_response(status, _REASONS.get(status))
-        merged = {"content-type": "application/json"}
-        merged.update({k.lower(): v for k, v in headers.items()})
-        merged["content-length"] = str(len(body))
-        for name, value in merged.items():
-            self.send_header(name, value)
-        self.end_headers()
+        self._send_head(status, len(body), headers)
         self.wfile.write(body[:cut])
         self.wfile.flush()
         self.close_connection = True

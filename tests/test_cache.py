@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from vaultd.errors import ModelError
 from vaultd.model import AnthropicModel, ModelReply, ModelRequest, request_params
 
 from .fakeapi import FakeMessagesAPI, Reply
+from .test_model import in_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ModelRequest(model="claude-test", max_tokens=100, prompt="what is 2+2?",
@@ -122,28 +122,9 @@ def test_errors_are_not_stored(api: FakeMessagesAPI, model: CachedModel) -> None
     assert sent(api) == 2
 
 
-def _together(model: CachedModel, n: int) -> list[ModelReply | BaseException]:
-    barrier = threading.Barrier(n)
-    results: list[ModelReply | BaseException] = [ModelError("not run")] * n
-
-    def call(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = model.complete(BASE)
-        except BaseException as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
 def test_single_flight_shares_one_reply(api: FakeMessagesAPI, model: CachedModel) -> None:
     api.rule("2+2", Reply(text="shared", delay=0.5))
-    results = _together(model, 8)
+    results = in_threads(8, lambda: model.complete(BASE))
     assert sent(api) == 1
     assert [r.text for r in results if isinstance(r, ModelReply)] == ["shared"] * 8
     assert sum(not r.from_cache for r in results if isinstance(r, ModelReply)) == 1
@@ -153,7 +134,7 @@ def test_single_flight_shares_one_reply(api: FakeMessagesAPI, model: CachedModel
 
 def test_single_flight_shares_one_error(api: FakeMessagesAPI, model: CachedModel) -> None:
     api.rule("2+2", Reply(status=400, text="bad prompt", delay=0.5))
-    results = _together(model, 8)
+    results = in_threads(8, lambda: model.complete(BASE))
     assert sent(api) == 1
     assert all(isinstance(r, ModelError) and "400" in str(r) for r in results), results
     assert model.cache.stats()["entries"] == 0

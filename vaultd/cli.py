@@ -165,10 +165,22 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return 130
 
 
+def _is_folder(vault: Path) -> bool:
+    """Whether ``vault`` is a folder; if not, says so on stderr."""
+    if vault.is_dir():
+        return True
+    print(f"vaultd: {vault}: not a folder", file=sys.stderr)
+    return False
+
+
+def _say_no_key(problem: str) -> None:
+    print(f"vaultd: {problem}: ai measures will end in errors; programmatic ones still run",
+          file=sys.stderr)
+
+
 def run_command(args: argparse.Namespace, out: TextIO) -> int:
     vault: Path = args.vault.resolve()
-    if not vault.is_dir():
-        print(f"vaultd: {vault}: not a folder", file=sys.stderr)
+    if not _is_folder(vault):
         return EXIT_USAGE
     if args.shard:  # the parent's settings come on stdin: the config is not loaded again
         return run_shard(vault, out)
@@ -181,19 +193,13 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
     if args.batch and not args.once:
         print("vaultd: --batch works with --once", file=sys.stderr)
         return EXIT_USAGE
-    if not args.once:
-        code = run_daemon(vault, settings)
-        # Every note's writes are done; model requests still in flight are not waited for.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    if not args.once:  # entry() exits without waiting for requests still in flight
+        return run_daemon(vault, settings)
     return run_once(vault, settings, out, batch=args.batch)
 
 
 def status_command(vault: Path, out: TextIO) -> int:
-    if not vault.is_dir():
-        print(f"vaultd: {vault}: not a folder", file=sys.stderr)
+    if not _is_folder(vault):
         return EXIT_USAGE
     for line in format_status(vault_status(vault)):
         print(line, file=out)
@@ -201,8 +207,7 @@ def status_command(vault: Path, out: TextIO) -> int:
 
 
 def init_command(vault: Path, out: TextIO) -> int:
-    if not vault.is_dir():
-        print(f"vaultd: {vault}: not a folder", file=sys.stderr)
+    if not _is_folder(vault):
         return EXIT_USAGE
     for written in scaffold.init_vault(vault):
         name = _relative(written.path, vault)
@@ -225,8 +230,7 @@ def init_command(vault: Path, out: TextIO) -> int:
 
 def report_command(vault: Path, report_path: str | None, out: TextIO) -> int:
     vault = vault.resolve()
-    if not vault.is_dir():
-        print(f"vaultd: {vault}: not a folder", file=sys.stderr)
+    if not _is_folder(vault):
         return EXIT_USAGE
     settings = config.load(vault, {"report_path": report_path})
     for line in describe(publish(vault, settings, Writer(vault))):
@@ -261,8 +265,7 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
         if processes > 1:
             problem = credentials_problem()
             if problem:
-                print(f"vaultd: {problem}: ai measures will end in errors; programmatic ones "
-                      "still run", file=sys.stderr)
+                _say_no_key(problem)
 
             def reported(note: shards.Reported, flying: int) -> None:
                 in_flight[0] = flying
@@ -296,8 +299,7 @@ def run_here(vault: Path, settings: config.Settings, todo: list[Path], batch: bo
     with open_services(vault, settings, live_interval=1.0, batch=batch,
                        announce_at_start=False, warm_up=bool(todo)) as services:
         if services.credentials_problem and not quiet:
-            print(f"vaultd: {services.credentials_problem}: ai measures will end in errors; "
-                  "programmatic ones still run", file=sys.stderr)
+            _say_no_key(services.credentials_problem)
         if services.batches:
             services.batches.resume()
         slots = services.engine.effects.model_slots

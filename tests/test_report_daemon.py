@@ -34,7 +34,8 @@ def test_the_daemon_refreshes_an_existing_report_once_per_burst(
         wait_for(note_says(report, "| [[a]] | Done |", "| [[b]] | Done |", "| [[c]] | Done |"),
                  what="the report refreshed")
         assert time.monotonic() - finished >= REPORT_DELAY - 2  # debounced, not at once
-        assert "note.eval_size" in base.read_text(encoding="utf-8")
+        # the base is written just after the report: wait for it the same way
+        wait_for(note_says(base, "note.eval_size"), what="the base refreshed")
         # Its own write must not set off another refresh: the report stays as it is.
         settled = [(p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in
                    (report, base)]

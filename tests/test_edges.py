@@ -114,6 +114,8 @@ def test_lost_file_events_are_noticed_and_the_vault_rescanned(
     with DaemonProcess(vault, "--settle", "0.1") as proc:
         proc.wait_ready()
         proc.proc.send_signal(signal.SIGSTOP)
+        # Every thread stopped: until then the daemon may still drain the queue.
+        wait_for(lambda: _all_threads_stopped(proc.proc.pid), what="the daemon stopped")
         try:
             fd = os.open(noise, os.O_WRONLY | os.O_CREAT, 0o644)
             os.close(fd)
@@ -133,3 +135,15 @@ def test_lost_file_events_are_noticed_and_the_vault_rescanned(
         assert "rescan: " in log
         assert "Inotify queue overflowed" in log  # watchdog's own word for it
         assert proc.stop() == 0
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is in the stopped state (``T`` in its stat)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended
+            continue
+        states.append(stat.rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state in ("T", "t") for state in states)

@@ -37,6 +37,7 @@ class Debounced:
         self._thread.start()
 
     def poke(self) -> None:
+        log.debug("%s: poked", self._thread.name)
         with self._cond:
             now = self.clock()
             if self._first is None:
@@ -52,27 +53,46 @@ class Debounced:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def run_due(self) -> bool:
+        """Run the action here and now if a run is due by the clock; whether it ran. One
+        step of the loop :meth:`start` runs, for a caller that moves the clock itself."""
+        with self._cond:
+            if self._closed or self._take() != 0.0:
+                return False
+        self._run()
+        return True
+
     def _loop(self) -> None:
         while self._wait_due():
-            try:
-                self.action()
-            except Exception:
-                log.exception("%s failed", self._thread.name)
-            finally:
-                with self._cond:
-                    self.runs += 1
-                    self._cond.notify_all()
+            self._run()
+
+    def _run(self) -> None:
+        try:
+            self.action()
+        except Exception:
+            log.exception("%s failed", self._thread.name)
+        finally:
+            with self._cond:
+                self.runs += 1
+                self._cond.notify_all()
+
+    def _take(self) -> float | None:
+        """Under the lock: take the waiting run if it is due (0.0); else the seconds until
+        it is, or None when no run is waiting."""
+        if self._due is None:
+            return None
+        left = self._due - self.clock()
+        if left > 0:
+            return left
+        self._first = self._due = None
+        return 0.0
 
     def _wait_due(self) -> bool:
         """Wait until a run is due (True), or until closed (False)."""
         with self._cond:
             while not self._closed:
-                if self._due is not None:
-                    left = self._due - self.clock()
-                    if left <= 0:
-                        self._first = self._due = None
-                        return True
-                    self._cond.wait(left)
-                else:
-                    self._cond.wait()
+                left = self._take()
+                if left == 0.0:
+                    return True
+                self._cond.wait(left)  # None: until a poke or close
             return False

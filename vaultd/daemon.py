@@ -263,6 +263,10 @@ class Daemon:
             elif item.outcome == "not_ours" and not self._report_warned:
                 self._report_warned = True
                 log.warning("report: %s was not written by vaultd; left as it is", name)
+        if not any(item.outcome in ("created", "updated") for item in publication.files):
+            log.debug("report: refreshed, nothing to write (%s)", ", ".join(
+                f"{_relative(item.path, self.vault)}: {item.outcome}"
+                for item in publication.files))
 
     def _write_state(self, running: bool) -> None:
         """What ``vaultd status`` shows of the running daemon."""

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from .notes import programmatic_note
+
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 60.0  # generous: a loaded 2-core machine
 
@@ -43,6 +45,17 @@ def note_says(path: Path, *needles: str) -> Callable[[], bool]:
             return False
         return all(needle in text for needle in needles)
     return check
+
+
+def marker_done(vault: Path, name: str = "marker.md") -> None:
+    """Write a new pending note at ``name`` and wait until it is done. With ``--workers 1``
+    the daemon looks at one note at a time, in the order their file events came: the
+    marker done proves it has finished the note it was running, and dealt with every
+    event before the marker's (but for those that came while their note ran: that note
+    gets its one more look once its run ends, which may be after the marker)."""
+    marker = vault / name
+    marker.write_text(programmatic_note(), encoding="utf-8")
+    wait_for(note_says(marker, "Status: Done"), what=f"the marker {name} done")
 
 
 class DaemonProcess:

@@ -38,6 +38,7 @@ __all__ = [
     "Request",
     "Responder",
     "estimate_tokens",
+    "held",
     "request_text",
 ]
 
@@ -117,6 +118,15 @@ class Request:
 
 
 Responder = Callable[[Request], Reply | str]
+
+
+def held(responder: Responder, gate: threading.Event, timeout: float = 60.0) -> Responder:
+    """``responder``, each of whose replies waits until ``gate`` is set (``timeout`` seconds at
+    most): for a test that acts while a request is in flight, then lets it through."""
+    def hold(request: Request) -> Reply | str:
+        gate.wait(timeout)
+        return responder(request)
+    return hold
 
 
 @dataclass

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,18 +17,31 @@ import pytest
 from vaultd.service import render_template
 
 from .conftest import ROOT, run_cli
-from .daemonproc import DaemonProcess, note_says, wait_for
-from .fakeapi import FakeMessagesAPI, Reply
+from .daemonproc import DaemonProcess, marker_done, note_says, wait_for
+from .fakeapi import FakeMessagesAPI, Reply, held
 from .notes import SEED, SEED_REPLIES, note_with_measures, programmatic_note
 
 DONE = "Status: Done"
 
 
-@pytest.fixture
-def daemon(vault: Path, api: FakeMessagesAPI) -> Iterator[DaemonProcess]:
+def _seed_daemon(vault: Path, api: FakeMessagesAPI, *args: str) -> DaemonProcess:
     for contains, reply in SEED_REPLIES.items():
         api.rule(contains, reply)
-    with DaemonProcess(vault, "--settle", "0.2") as proc:
+    return DaemonProcess(vault, "--settle", "0.2", *args)
+
+
+@pytest.fixture
+def daemon(vault: Path, api: FakeMessagesAPI) -> Iterator[DaemonProcess]:
+    with _seed_daemon(vault, api) as proc:
+        proc.wait_ready()
+        yield proc
+
+
+@pytest.fixture
+def one_worker(vault: Path, api: FakeMessagesAPI) -> Iterator[DaemonProcess]:
+    """The daemon looking at one note at a time, so that a marker note proves how far it
+    got (see :func:`marker_done`)."""
+    with _seed_daemon(vault, api, "--workers", "1") as proc:
         proc.wait_ready()
         yield proc
 
@@ -49,11 +63,12 @@ def test_start_up_scan_runs_pending_and_interrupted_notes(
     assert (vault / "draft.md").read_bytes() == draft
 
 
-def test_obsidian_style_edit_to_pending(vault: Path, daemon: DaemonProcess) -> None:
+def test_obsidian_style_edit_to_pending(vault: Path, one_worker: DaemonProcess) -> None:
     note = vault / "n.md"
     note.write_text(programmatic_note(status="Draft"), encoding="utf-8")
-    time.sleep(0.5)  # the daemon sees the file and leaves it: it is not pending
-    assert "Evaluated" not in note.read_text(encoding="utf-8")
+    draft = note.read_bytes()
+    marker_done(vault)  # the daemon has seen the file and left it: it is not pending
+    assert note.read_bytes() == draft
     with note.open("r+", encoding="utf-8") as handle:  # in place, as Obsidian saves
         text = handle.read().replace("Status: Draft", "Status: Pending")
         handle.seek(0)
@@ -88,7 +103,7 @@ def test_moved_in_file_and_folder(vault: Path, daemon: DaemonProcess, tmp_path: 
     wait_for(note_says(vault / "folder" / "inner" / "x.md", DONE), what="folder note done")
 
 
-def test_ignored_places_and_reads(vault: Path, daemon: DaemonProcess,
+def test_ignored_places_and_reads(vault: Path, one_worker: DaemonProcess,
                                   api: FakeMessagesAPI) -> None:
     (vault / ".trash").mkdir()
     hidden = vault / ".trash" / "n.md"
@@ -103,8 +118,8 @@ def test_ignored_places_and_reads(vault: Path, daemon: DaemonProcess,
     mtime = seed.stat().st_mtime_ns
     for _ in range(20):  # Obsidian, Dataview, a sync client: they read and read
         seed.read_bytes()
-        time.sleep(0.05)
-    time.sleep(1.0)
+        time.sleep(0.05)  # spread over more than the settle time (pacing, not a wait)
+    marker_done(vault)  # the daemon has dealt with the events of every read
     assert seed.read_bytes() == done_bytes and seed.stat().st_mtime_ns == mtime
     assert len(api.message_requests()) == requests == 2
     assert hidden.read_text(encoding="utf-8") == programmatic_note()
@@ -194,15 +209,20 @@ def test_kill_9_mid_run_and_restart_leaves_every_note_whole(
 
 
 def test_note_deleted_while_it_runs_is_not_recreated(vault: Path, api: FakeMessagesAPI) -> None:
-    api.rule("SLOW", Reply(text='"late"', delay=1.5))
+    api.rule("SLOW", '"late"')
+    release = threading.Event()
+    api.responder = held(api.match_rules, release)  # the reply waits until it is deleted
     note = vault / "n.md"
     note.write_text(note_with_measures(["* ---", "  * id: slow", "  * type: ai",
                                         "  * prompt: SLOW"]), encoding="utf-8")
-    with DaemonProcess(vault) as proc:
-        proc.wait_ready()
-        assert api.wait_for_requests(1, timeout=60)
-        note.unlink()
-        time.sleep(3.0)
+    with DaemonProcess(vault, "--workers", "1") as proc:
+        try:
+            proc.wait_ready()
+            assert api.wait_for_requests(1, timeout=60)
+            note.unlink()
+        finally:
+            release.set()
+        marker_done(vault)  # one note at a time: the deleted note's run has ended
         assert not note.exists()
         assert proc.proc.poll() is None
         assert proc.stop() == 0

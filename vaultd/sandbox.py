@@ -12,6 +12,7 @@ So each call borrows a worker process (:mod:`vaultd._sandbox_child`, QuickJS in 
 main thread), sends it the request on a pipe and waits at most ``time_limit`` plus a grace
 period for the answer. A worker that hangs is killed; one that crashes is reaped; either
 way it is replaced on demand, and the call raises :class:`~vaultd.errors.SandboxError`.
+One found dead before it is lent (killed while idle) is reaped and replaced, unused.
 
 :class:`Sandbox` is safe to call from many threads at once: up to ``workers`` requests run
 in parallel and the rest wait for a worker to come free.
@@ -183,6 +184,10 @@ class _Worker:
 
     # -- ending ------------------------------------------------------------------------
 
+    def alive(self) -> bool:
+        """Whether the process still runs (something may have killed it while idle)."""
+        return self._proc.poll() is None
+
     def crash_message(self) -> str:
         """Why the worker ended, once it has been reaped by :meth:`kill` or :meth:`retire`."""
         code = self._proc.returncode
@@ -278,7 +283,12 @@ class _Pool:
                 if self.closed:
                     raise SandboxError("the sandbox is closed")
                 if self.idle:
-                    return self.idle.pop()
+                    worker = self.idle.pop()
+                    if worker.alive():
+                        return worker
+                    self.live.discard(worker)  # killed while idle: reap it, start another
+                    worker.kill()
+                    continue
                 if len(self.live) + self.starting < self.size:
                     self.starting += 1
                     break

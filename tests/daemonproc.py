@@ -85,9 +85,10 @@ class DaemonProcess:
     def wait_ready(self, timeout: float = DEADLINE) -> None:
         self.wait_message("READY=1", timeout)
 
-    def wait_message(self, message: str, timeout: float = DEADLINE) -> None:
+    def wait_message(self, message: str, timeout: float = DEADLINE, count: int = 1) -> None:
+        """Wait until ``message`` has come ``count`` times in all (since the start)."""
         end = time.monotonic() + timeout
-        while message not in self.messages:
+        while self.messages.count(message) < count:
             left = end - time.monotonic()
             if left <= 0 or self.proc.poll() is not None:
                 raise AssertionError(f"no {message} from the daemon; log:\n{self.log()}")

@@ -11,11 +11,13 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from vaultd.errors import WriteError
+import vaultd.writer as writer_mod
+from vaultd.errors import WriteConflict, WriteError
 from vaultd.writer import Writer, _encode_entry
 
 from .conftest import ROOT, run_process
@@ -190,3 +192,221 @@ def test_a_fifo_made_at_a_slot_while_running_is_refused(vault: Path) -> None:
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "slot-0.journal: is a FIFO, not a regular file" in done.stdout
     assert note.read_text() == NOTE
+
+
+# ---------------------------------------------- 2. a save during vaultd's write is kept
+
+
+def lease_breaking(note: Path) -> bool:
+    """Whether someone's open of ``note`` waits on a lease (``/proc/locks`` says so)."""
+    ino = os.stat(note).st_ino
+    return any("BREAKING" in line and f":{ino} " in line
+               for line in Path("/proc/locks").read_text().splitlines())
+
+
+SAVE = ("import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)\n"
+        "os.write(fd, sys.argv[2].encode())\nos.close(fd)\n")
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="Linux leases")
+def test_an_editors_save_during_vaultds_write_is_kept(
+        vault: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An editor (a real second process) saves the note while vaultd writes it: its open
+    waits on vaultd's lease until the write is done, so its save lands after it, whole; and
+    vaultd's next write sees the save and splices into it instead of writing over it."""
+    note = vault / "n.md"
+    old, new, saved = NOTE, NOTE.replace("Done", "Error"), NOTE + "my edit, saved\n"
+    note.write_text(old)
+    real = writer_mod._rewrite
+    editors: list[subprocess.Popen[bytes]] = []
+
+    def an_editor_saves_now(fd: int, data: bytes, *, crash_hooks: bool) -> None:
+        if crash_hooks and not editors:
+            editors.append(subprocess.Popen([sys.executable, "-c", SAVE, str(note), saved]))
+            deadline = time.monotonic() + 60
+            while not lease_breaking(note):  # proof: the editor's open waits on the lease
+                assert editors[0].poll() is None, "the editor's save did not wait"
+                assert time.monotonic() < deadline, "the editor never opened the note"
+                time.sleep(0.01)
+        real(fd, data, crash_hooks=crash_hooks)
+
+    monkeypatch.setattr(writer_mod, "_rewrite", an_editor_saves_now)
+    writer = Writer(vault)
+    writer.write(note, old.encode(), new.encode())
+    assert editors[0].wait(timeout=60) == 0
+    assert note.read_text() == saved  # the save, whole, not vaultd's write over it
+    with pytest.raises(WriteConflict) as info:  # vaultd's next write: re-read and splice
+        writer.write(note, new.encode(), b"vaultd again\n")
+    assert info.value.current == saved.encode()
+    assert note.read_text() == saved
+    assert writer.unleased == 0
+
+
+def test_without_a_lease_the_write_is_as_before(vault: Path) -> None:
+    """The fallback, as where the OS has no leases (``leases=False``, the switch that stands
+    for another OS or filesystem): the write is the same compare-and-write as before."""
+    note = vault / "n.md"
+    note.write_text(NOTE)
+    ino = os.stat(note).st_ino
+    writer = Writer(vault, leases=False)
+    writer.write(note, NOTE.encode(), b"new\n")
+    assert note.read_bytes() == b"new\n"
+    assert os.stat(note).st_ino == ino
+    with pytest.raises(WriteConflict):
+        writer.write(note, NOTE.encode(), b"newer\n")
+    assert writer.unleased == 2
+
+
+HOLD = ("import sys, time\nf = open(sys.argv[1], 'rb')\nprint('open', flush=True)\n"
+        "sys.stdin.read()\n")
+
+
+def test_a_note_held_open_elsewhere_is_written_without_a_lease(vault: Path) -> None:
+    """A real no-lease case: another process keeps the note open (a lease needs it open
+    nowhere else): after LEASE_WAIT the write goes on without one, correctly."""
+    note = vault / "n.md"
+    note.write_text(NOTE)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(note)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        writer = Writer(vault)
+        writer.write(note, NOTE.encode(), b"new\n")
+        assert note.read_bytes() == b"new\n"
+        assert writer.unleased == 1
+    finally:
+        holder.communicate(timeout=60)
+
+
+def test_a_note_renamed_over_during_the_write_is_a_conflict(
+        vault: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An editor that saves by renaming a new file over the note, while vaultd writes the
+    old one: vaultd is told (a conflict with the saved text), not left believing it wrote."""
+    note = vault / "n.md"
+    note.write_text(NOTE)
+    real = writer_mod._rewrite
+
+    def renamed_meanwhile(fd: int, data: bytes, *, crash_hooks: bool) -> None:
+        real(fd, data, crash_hooks=crash_hooks)
+        if crash_hooks:
+            tmp = vault / ".n.md.tmp"
+            tmp.write_text("saved by rename\n")
+            os.replace(tmp, note)
+
+    monkeypatch.setattr(writer_mod, "_rewrite", renamed_meanwhile)
+    with pytest.raises(WriteConflict) as info:
+        Writer(vault).write(note, NOTE.encode(), b"new\n")
+    assert info.value.current == b"saved by rename\n"
+    assert note.read_text() == "saved by rename\n"
+
+
+# ------------------------------- 3. a hand-written record, a Status vaultd cannot rewrite
+
+
+def test_a_hand_written_record_never_removes_the_users_keys(vault: Path) -> None:
+    note = vault / "n.md"
+    text = programmatic_note().replace(
+        "Status: Pending\n",
+        "Status: Pending\ntags: [reading]\ntitle: My note\nvaultd_properties:\n"
+        "  - tags\n  - title\n  - eval_gone\neval_gone: 3\n")
+    note.write_text(text)
+    code, err = run_once(vault)
+    assert code == 0, err
+    after = note.read_text()
+    assert "Status: Done" in after
+    assert "tags: [reading]\n" in after
+    assert "title: My note\n" in after
+    assert "eval_gone" not in after.split("\n---\n", 1)[0][4:].replace(
+        "vaultd_properties", "")  # a key with the prefix, recorded: vaultd's, removed
+    assert "eval_size: " in after
+
+
+@pytest.mark.parametrize(("value", "what"), [("&s Pending", "an anchor (`&s`)"),
+                                            ("!!str Pending", "a tag (`!!str`)"),
+                                            ("*s", "an alias (`*s`)")])
+def test_a_status_with_an_anchor_tag_or_alias_is_left_alone(
+        vault: Path, value: str, what: str) -> None:
+    note = vault / "n.md"
+    text = programmatic_note().replace("Status: Pending\n",
+                                       f"base: &s Pending\nStatus: {value}\nagain: *s\n"
+                                       if value == "*s" else
+                                       f"Status: {value}\nagain: *s\n" if value[0] == "&"
+                                       else f"Status: {value}\n")
+    note.write_text(text)
+    code, err = run_once(vault)
+    line = text.splitlines().index(f"Status: {value}") + 1
+    message = f"{note}:{line}: Status carries {what}: vaultd cannot rewrite it"
+    if value == "*s":  # a lone alias is no Status vaultd can read: the note is not run
+        assert code == 0
+    else:
+        assert code != 0
+        assert message in err
+    assert note.read_text() == text  # not a byte written
+    checked = run_process("check", str(note))
+    assert checked.code != 0
+    assert message in checked.out
+
+
+# --------------------------- 14. never past max_note_bytes; no note left Processing
+
+
+BIG = """---
+Status: Pending
+---
+
+> [!answer]
+> ```answer-text
+> {answer}
+> ```
+
+> [!measures]
+> ```measures-md
+> * ---
+>   * id: small
+>   * type: programmatic
+>   * logic: "return 'ok';"
+> * ---
+>   * id: big1
+>   * type: programmatic
+>   * logic: "return 'x'.repeat(30000);"
+> * ---
+>   * id: big2
+>   * type: programmatic
+>   * logic: "return 'y'.repeat(30000);"
+> ```
+"""
+
+
+def test_results_that_would_pass_max_note_bytes_are_their_measures_errors(
+        vault: Path) -> None:
+    (vault / ".vaultd").mkdir()
+    (vault / ".vaultd" / "config.toml").write_text("max_note_bytes = 100000\n")
+    note = vault / "n.md"
+    note.write_text(BIG.format(answer="words " * 6000))  # 36 kB
+    code, err = run_once(vault)
+    after = note.read_text()
+    assert len(after.encode()) <= 100_000
+    assert "Status: Error" in after
+    assert "Error: \"1 of 3 measures did not succeed; big" in after
+    assert "result too large: would make the note " in after
+    assert "bytes, above max_note_bytes 100000" in after
+    assert "eval_small: ok" in after
+    assert code != 0
+    assert "Traceback" not in err
+
+
+def test_a_note_left_processing_and_now_too_large_is_marked(vault: Path) -> None:
+    """After a crash, a note vaultd (before this fix) grew past the limit stays Processing;
+    the next start marks it Error with the reason, so nothing stays Processing."""
+    (vault / ".vaultd").mkdir()
+    (vault / ".vaultd" / "config.toml").write_text("max_note_bytes = 100000\n")
+    note = vault / "n.md"
+    text = BIG.format(answer="words " * 30000).replace("Status: Pending", "Status: Processing")
+    note.write_text(text)  # 180 kB, above the limit
+    code, err = run_once(vault)
+    after = note.read_text()
+    assert code != 0
+    assert after.startswith("---\nStatus: Error\nError: \"the note is too large to run (")
+    assert "above max_note_bytes 100000); shorten it and set Status: Pending" in after
+    assert after.split("\n---\n", 1)[1] == text.split("\n---\n", 1)[1]  # the body as it was
+    assert "too large to run" in err

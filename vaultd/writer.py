@@ -149,10 +149,16 @@ class Writer:
         vault_real, rel = self._locate(path)
         self._finish_pending(path, vault_real, rel)
         fd = _open_note(vault_real, rel, path)
+        leased = False
         try:
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise WriteError(f"{path}: not a regular file")
+                # From the look to the last byte written, under a write lease where the OS
+                # gives one: any other open of the note (an editor's save, a reader) waits
+                # until the write is done, so it neither lands unseen in between nor sees
+                # half of the write.
+                leased = self._lease(fd)
                 current = _read_all(fd)
             except OSError as exc:
                 raise _os_error(path, exc) from exc
@@ -166,41 +172,40 @@ class Writer:
                 self._write_journaled(path, fd, vault_real, rel, slot, expected, new)
             finally:
                 self._give_back(slot)
+                if leased:
+                    _unlease(fd)
+                    leased = False
             _still_the_note(vault_real, rel, fd)
             if self.on_written is not None:
                 self.on_written(path, os.fstat(fd))
         finally:
+            if leased:
+                _unlease(fd)
             os.close(fd)
 
     def _write_journaled(self, path: Path, fd: int, vault_real: Path, rel: str, slot: int,
                          expected: bytes, new: bytes) -> None:
         entry = self._journal(path, vault_real, rel, slot, expected, new)
 
-        # The last look and the write happen under a write lease where the OS gives one:
-        # any other open of the note (an editor's save, a reader) waits until both are done.
-        leased = self._lease(fd)
+        # The journal fsync takes a moment: look again, right before touching the note (under
+        # a lease, nobody else could have opened it meanwhile).
         try:
-            # The journal fsync takes a moment: look again, right before touching the note.
-            try:
-                current = _read_all(fd)
-            except OSError as exc:
-                self._clear(entry)
-                raise _os_error(path, exc) from exc
-            if current != expected:
-                self._clear(entry)
-                raise WriteConflict(current)
-            _crash_point("after_journal")
+            current = _read_all(fd)
+        except OSError as exc:
+            self._clear(entry)
+            raise _os_error(path, exc) from exc
+        if current != expected:
+            self._clear(entry)
+            raise WriteConflict(current)
+        _crash_point("after_journal")
 
-            try:
-                _rewrite(fd, new, crash_hooks=True)
-            except OSError as exc:
-                if not self._restore_or_keep(path, fd, expected, entry):
-                    with self._slots_lock:  # the slot is not given back until it is finished
-                        self._held[rel] = (slot, entry)
-                raise _os_error(path, exc) from exc
-        finally:
-            if leased:
-                _unlease(fd)
+        try:
+            _rewrite(fd, new, crash_hooks=True)
+        except OSError as exc:
+            if not self._restore_or_keep(path, fd, expected, entry):
+                with self._slots_lock:  # the slot is not given back until it is finished
+                    self._held[rel] = (slot, entry)
+            raise _os_error(path, exc) from exc
         _crash_point("before_clear")
         self._clear(entry)
 
@@ -226,7 +231,7 @@ class Writer:
                     log.debug("no write lease (%s): writing without one", exc.strerror)
                     return False
             time.sleep(pause)
-            pause = min(pause * 2, 0.005)
+            pause = min(pause * 2, 0.001)
 
     def _take_slot(self, path: Path) -> int:
         """A journal slot of this writer's: free, or newly claimed (see :meth:`_claim`)."""

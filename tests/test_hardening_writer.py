@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 import vaultd.writer as writer_mod
+from vaultd import config
 from vaultd.errors import WriteConflict, WriteError
+from vaultd.services import open_services
 from vaultd.writer import Writer, _encode_entry
 
 from .conftest import ROOT, run_process
@@ -410,3 +412,37 @@ def test_a_note_left_processing_and_now_too_large_is_marked(vault: Path) -> None
     assert "above max_note_bytes 100000); shorten it and set Status: Pending" in after
     assert after.split("\n---\n", 1)[1] == text.split("\n---\n", 1)[1]  # the body as it was
     assert "too large to run" in err
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="Linux leases")
+def test_a_save_during_the_processing_write_is_in_the_final_note(
+        vault: Path, monkeypatch: pytest.MonkeyPatch, no_key: None) -> None:
+    """The whole engine: while vaultd writes ``Processing``, the user's editor (a real
+    process) saves the note with a line added. The save waits on the lease, lands whole
+    after the write, and vaultd's final write splices into it: the line is kept."""
+    note = vault / "n.md"
+    text = programmatic_note()
+    note.write_text(text)
+    saved = text.replace("---\n\n", "---\n\nmy line, typed while it ran\n\n", 1)
+    real = writer_mod._rewrite
+    editors: list[subprocess.Popen[bytes]] = []
+
+    def an_editor_saves_now(fd: int, data: bytes, *, crash_hooks: bool) -> None:
+        if crash_hooks and not editors and b"Status: Processing" in data:
+            editors.append(subprocess.Popen([sys.executable, "-c", SAVE, str(note), saved]))
+            deadline = time.monotonic() + 60
+            while not lease_breaking(note):
+                assert editors[0].poll() is None, "the editor's save did not wait"
+                assert time.monotonic() < deadline, "the editor never opened the note"
+                time.sleep(0.01)
+        real(fd, data, crash_hooks=crash_hooks)
+
+    monkeypatch.setattr(writer_mod, "_rewrite", an_editor_saves_now)
+    with open_services(vault, config.load(vault)) as services:
+        result = services.engine.process(note)
+    assert editors and editors[0].wait(timeout=60) == 0
+    after = note.read_text()
+    assert result.status == "done", result.summary
+    assert "my line, typed while it ran\n" in after
+    assert "Status: Done" in after
+    assert "eval_size: " in after

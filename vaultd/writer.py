@@ -5,14 +5,31 @@ Obsidian, Dataview and Bases show a note's creation time, and replacing a file b
 therefore rewrites notes *in place* (same inode, same mode), and makes that safe with a
 journal under ``VAULT/.vaultd/journal/``:
 
-1. re-read the note and compare it with what the caller expects (compare-and-write);
+1. take a write lease on the note (Linux ``F_SETLEASE``; see below), re-read it and compare
+   it with what the caller expects (compare-and-write);
 2. record the relative path, the old bytes and the new bytes, with a checksum, in a journal
    *slot* (``journal/slot-N.journal``: a file kept from write to write, so recording an
    entry is one write and one fsync, with no directory to sync), fsync;
 3. rewrite the note in place: open without ``O_TRUNC``, write every new byte from offset 0,
-   ``ftruncate`` to the new length, fsync;
+   ``ftruncate`` to the new length, fsync; release the lease;
 4. empty the slot (no fsync: an entry that survives a crash finds its note already holding
    the new bytes, or edited since, and recovery leaves it be).
+
+The lease makes every other open of the note (an editor's save, a reader) wait until step 3
+is done, so no save lands between the last look and the write, and nobody reads the note
+half written. The kernel signals a lease break with ``F_SETSIG``'s signal, set to
+``SIGURG`` (ignored unless handled; the default ``SIGIO`` would end the process). A lease
+needs the note open nowhere else: while it is, the writer tries again for ``LEASE_WAIT``
+seconds, then writes without one, as it does where there are no leases (another OS, NFS,
+SMB, FUSE, a note of another user's): with the compare-and-write alone. After the write,
+a note whose path now names another file (an editor saved by renaming a new file over it)
+is a :class:`WriteConflict` with what the path holds now.
+
+Nothing under ``VAULT/.vaultd`` is followed through a link: the journal folder is opened one
+folder at a time with ``O_NOFOLLOW``, its files by name in it with ``O_NOFOLLOW |
+O_NONBLOCK`` and checked with ``fstat``; a link, FIFO or device there is a
+:class:`WriteError`. Recovery applies an entry only to a file vaultd writes (a note, by
+:func:`vault.is_note_path`, or the report's ``vaultd.base``).
 
 Writes to different notes proceed at the same time (each takes a free slot); writes to one
 note are serialised. A writer holds its slots with ``flock`` while it lives, so several

@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import pytest
 
 import vaultd.writer as writer_mod
 from vaultd import config
-from vaultd.errors import WriteConflict, WriteError
+from vaultd.engine import read_note
+from vaultd.errors import NoteReadError, WriteConflict, WriteError
 from vaultd.services import open_services
 from vaultd.writer import Writer, _encode_entry
 
@@ -446,3 +448,46 @@ def test_a_save_during_the_processing_write_is_in_the_final_note(
     assert "my line, typed while it ran\n" in after
     assert "Status: Done" in after
     assert "eval_size: " in after
+
+
+LEASE_HOLDER = """
+import fcntl, os, signal, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+print("leased", flush=True)
+sys.stdin.readline()
+os.pwrite(fd, sys.argv[2].encode(), 0)
+fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="Linux leases")
+def test_vaultds_read_waits_out_another_vaultds_lease(vault: Path) -> None:
+    """Another vaultd process holds the note's lease while it writes: a read (which opens
+    with O_NONBLOCK, so a FIFO cannot block it) waits for the write, not fails."""
+    note = vault / "n.md"
+    note.write_text(NOTE)
+    holder = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(note), "+++\n"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    results: list[bytes | Exception] = []
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"leased\n"
+        reading = threading.Thread(target=lambda: results.append(_read(note, vault)))
+        reading.start()
+        deadline = time.monotonic() + 60
+        while not lease_breaking(note):  # proof: the read has tried to open the note
+            assert reading.is_alive(), results
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        holder.communicate(b"go\n", timeout=60)
+    reading.join(timeout=60)
+    assert results == [b"+++\n" + NOTE.encode()[4:]]  # read after the write
+
+
+def _read(note: Path, vault: Path) -> bytes | Exception:
+    try:
+        return read_note(note, 1_000_000, vault)[0]
+    except NoteReadError as exc:
+        return exc

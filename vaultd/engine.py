@@ -576,6 +576,7 @@ class _Session:
         ``changes`` may be a function of that note, for changes decided by what it says.
         """
         conflicts = 0
+        minimal = False  # only Status: Error and why, the rest being too large
         while conflicts < MAX_CONFLICTS:
             wanted = changes(self.note) if callable(changes) else changes
             if self.too_large and wanted.results is not None:
@@ -584,10 +585,15 @@ class _Session:
             new = text.encode("utf-8")
             limit = self.engine.options.max_note_bytes
             if len(new) > max(limit, len(self.data)):
-                if self._refuse_largest(len(new), limit):
+                if self._refuse_latest(len(new), limit):
                     continue  # that result is now its measure's error: render again
-                raise WriteError(f"{self.path}: the note would be {len(new)} bytes, above "
-                                 f"max_note_bytes {limit}; not written")
+                why = (f"the note would be {len(new)} bytes, above max_note_bytes {limit}; "
+                       "not written")
+                if self.announced and not minimal:  # never leave it Processing
+                    changes, minimal = Changes(status="Error", properties={
+                        "Error": json.dumps(why)}), True
+                    continue
+                raise WriteError(f"{self.path}: {why}")
             try:
                 self.engine.writer.write(self.path, self.data, new)
             except WriteConflict as conflict:
@@ -604,18 +610,16 @@ class _Session:
             return
         raise WriteError(f"{self.path}: the note kept changing; gave up writing")
 
-    def _refuse_largest(self, size: int, limit: int) -> bool:
-        """Make the largest result written so far its measure's error, since with it the
-        note would be ``size`` bytes, above ``limit``; False when there is none left."""
-        written = [(len(str(o.value)), mid) for mid, o in self.outcomes.items()
-                   if isinstance(o, Success)]
+    def _refuse_latest(self, size: int, limit: int) -> bool:
+        """Make the latest result its measure's error, since with it the note would be
+        ``size`` bytes, above ``limit``; False when there is none left to refuse."""
+        written = [mid for mid, o in self.outcomes.items() if isinstance(o, Success)]
         if not written:
             return False
-        _, largest = max(written)
         failure = Failure(f"result too large: would make the note {size} bytes, above "
                           f"max_note_bytes {limit}")
-        self.outcomes[largest] = self.too_large[largest] = failure
-        log.warning("%s: %s: %s", self.path, largest, failure.message)
+        self.outcomes[written[-1]] = self.too_large[written[-1]] = failure
+        log.warning("%s: %s: %s", self.path, written[-1], failure.message)
         return True
 
     def _reload(self, current: bytes | None) -> None:

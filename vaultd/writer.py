@@ -21,7 +21,9 @@ half written. The kernel signals a lease break with ``F_SETSIG``'s signal, set t
 ``SIGURG`` (ignored unless handled; the default ``SIGIO`` would end the process). A lease
 needs the note open nowhere else: while it is, the writer tries again for ``LEASE_WAIT``
 seconds, then writes without one, as it does where there are no leases (another OS, NFS,
-SMB, FUSE, a note of another user's): with the compare-and-write alone. After the write,
+SMB, FUSE, a note of another user's): with the compare-and-write alone. A filesystem that
+has not given this writer a lease yet, and did not in a whole ``LEASE_WAIT``, is not
+waited on again until it gives one. After the write,
 a note whose path now names another file (an editor saved by renaming a new file over it)
 is a :class:`WriteConflict` with what the path holds now.
 
@@ -137,6 +139,8 @@ class Writer:
         self.on_written = on_written
         self.leases = leases and _HAS_LEASES
         self.unleased = 0  # writes made without a lease (none to be had, or leases off)
+        self._lease_given: set[int] = set()  # filesystems (st_dev) that gave a lease
+        self._lease_never: set[int] = set()  # ... none yet, in a whole LEASE_WAIT
         self.journal_dir = self.vault / ".vaultd" / "journal"
         self._vault_real = Path(os.path.realpath(self.vault))
         self._note_locks = [threading.Lock() for _ in range(_NOTE_LOCKS)]
@@ -233,7 +237,13 @@ class Writer:
         if not self.leases:
             self.unleased += 1
             return False
-        deadline = time.monotonic() + LEASE_WAIT
+        try:
+            device = os.fstat(fd).st_dev
+        except OSError:
+            device = -1
+        # A filesystem that never gave a lease (one that always says EAGAIN) is not waited on.
+        wait = 0.0 if device in self._lease_never else LEASE_WAIT
+        deadline = time.monotonic() + wait
         pause = 0.0002
         while True:
             try:
@@ -241,10 +251,14 @@ class Writer:
                 # default action ends the process: SIGURG is ignored unless handled.
                 fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
                 fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
+                self._lease_given.add(device)
+                self._lease_never.discard(device)
                 return True
             except OSError as exc:
                 if exc.errno != errno.EAGAIN or time.monotonic() >= deadline:
                     self.unleased += 1
+                    if wait and device not in self._lease_given:
+                        self._lease_never.add(device)
                     log.debug("no write lease (%s): writing without one", exc.strerror)
                     return False
             time.sleep(pause)

@@ -491,3 +491,13 @@ def _read(note: Path, vault: Path) -> bytes | Exception:
         return read_note(note, 1_000_000, vault)[0]
     except NoteReadError as exc:
         return exc
+
+
+def test_init_writes_nothing_through_a_symlinked_vaultd_folder(
+        vault: Path, outside: Path) -> None:
+    (vault / ".vaultd").symlink_to(outside)
+    before = snapshot(outside)
+    ran = run_process("init", str(vault), timeout=60)
+    assert ran.code != 0
+    assert f"{vault}/.vaultd: is a symbolic link" in ran.err
+    assert snapshot(outside) == before

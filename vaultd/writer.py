@@ -23,9 +23,9 @@ needs the note open nowhere else: while it is, the writer tries again for ``LEAS
 seconds, then writes without one, as it does where there are no leases (another OS, NFS,
 SMB, FUSE, a note of another user's): with the compare-and-write alone. A filesystem that
 has not given this writer a lease yet, and did not in a whole ``LEASE_WAIT``, is not
-waited on again until it gives one. After the write,
-a note whose path now names another file (an editor saved by renaming a new file over it)
-is a :class:`WriteConflict` with what the path holds now.
+waited on again until it gives one. After the write, a note whose path now names another
+file (an editor saved by renaming a new file over it) is a :class:`WriteConflict` with
+what the path holds now.
 
 Nothing under ``VAULT/.vaultd`` is followed through a link: the journal folder is opened one
 folder at a time with ``O_NOFOLLOW``, its files by name in it with ``O_NOFOLLOW |

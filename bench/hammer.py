@@ -134,7 +134,8 @@ def vaultd(src: str | None, path: Path, leases: bool, stop: Any, out: Any) -> No
             conflicts += 1
     writer.close()
     out.put(("vaultd", {"writes": writes, "conflicts": conflicts,
-                        "unleased": getattr(writer, "unleased", writes)}))
+                        "unleased": getattr(writer, "unleased", writes + conflicts),
+                        "leases": int(getattr(writer, "leases", False))}))
 
 
 def reader(path: Path, pause: float, stop: Any, out: Any) -> None:
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 totals[key] = totals.get(key, 0) + value
         for proc in procs:
             proc.join(timeout=60)
-    print(json.dumps({"save": args.save, "lease": not args.no_lease,
+    print(json.dumps({"save": args.save, "lease": bool(totals.pop("leases", 0)),
                       "src": args.src or "this checkout", "seconds": args.seconds,
                       "readers": args.readers, "pause": args.pause, **totals}))
     return 0

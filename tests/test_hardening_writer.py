@@ -22,6 +22,7 @@ from vaultd import config
 from vaultd.engine import read_note
 from vaultd.errors import NoteReadError, WriteConflict, WriteError
 from vaultd.services import open_services
+from vaultd.status import vault_status
 from vaultd.writer import Writer, _encode_entry
 
 from .conftest import ROOT, run_process
@@ -414,6 +415,8 @@ def test_a_note_left_processing_and_now_too_large_is_marked(vault: Path) -> None
     assert "above max_note_bytes 100000); shorten it and set Status: Pending" in after
     assert after.split("\n---\n", 1)[1] == text.split("\n---\n", 1)[1]  # the body as it was
     assert "too large to run" in err
+    counted = vault_status(vault, max_bytes=100_000)  # what `vaultd status` counts
+    assert counted.counts["error"] == 1 and counted.counts["processing"] == 0
 
 
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="Linux leases")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -697,19 +698,18 @@ def test_an_entry_another_process_recovers_meanwhile_is_not_reported_bad(
     one that finds the slot emptied by the other has nothing to report."""
     note = make_note(vault, OLD)
     crash_write(vault, note, OLD, NEW, "mid_write")
-    real = writer_mod._is_empty_file
+    real = writer_mod._unless_held
     others: list[str] = []
 
-    def another_process_recovers_now(path: Path) -> bool:
-        empty = real(path)
-        monkeypatch.setattr(writer_mod, "_is_empty_file", real)
+    def another_process_recovers_now(*args: Any) -> Any:
+        monkeypatch.setattr(writer_mod, "_unless_held", real)
         done = subprocess.run([sys.executable, "-c", RECOVER_SCRIPT, str(vault)],
                               env={**os.environ, "PYTHONPATH": str(REPO)},
                               capture_output=True, text=True, timeout=60, check=True)
         others.append(done.stdout.strip())
-        return empty
+        return real(*args)
 
-    monkeypatch.setattr(writer_mod, "_is_empty_file", another_process_recovers_now)
+    monkeypatch.setattr(writer_mod, "_unless_held", another_process_recovers_now)
     assert Writer(vault).recover() == []
     assert others == ["completed"]
     assert note.read_bytes() == NEW
@@ -723,10 +723,10 @@ def test_a_slot_that_cannot_be_claimed_leaks_no_descriptor(
     real = writer_mod._fsync_dir
     failures = [OSError(errno.EIO, os.strerror(errno.EIO))]
 
-    def failing_once(path: Path) -> None:
+    def failing_once(dir_fd: int) -> None:
         if failures:
             raise failures.pop()
-        real(path)
+        real(dir_fd)
 
     monkeypatch.setattr(writer_mod, "_fsync_dir", failing_once)
     before = len(os.listdir("/dev/fd"))

@@ -18,7 +18,7 @@ import stat
 import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -60,6 +60,7 @@ DEFERRED = Skipped("deferred to a batch")  # the answer, when a batch will write
 RUNNABLE = ("pending", "processing")
 MAX_RESTARTS = 5
 MAX_CONFLICTS = 10
+TOO_LARGE_READ = 4  # a note left Processing is read up to this many times max_note_bytes
 
 
 @dataclass(frozen=True)
@@ -169,10 +170,41 @@ class Checked:
     overrides: Overrides = field(default_factory=Overrides)
 
 
+# The properties vaultd rewrites or removes in every note it runs (besides its results').
+REWRITTEN = ("Status", "Error", "Evaluated", "tokens_in", "tokens_out", "cost_usd",
+             "vaultd_properties")
+_YAML_NODE_PROPERTIES = {"&": "an anchor", "!": "a tag", "*": "an alias"}
+
+
+def unwritable_property(note: Note) -> Problem | None:
+    """A property vaultd would rewrite whose value carries a YAML anchor (``&s``), tag
+    (``!!str``) or alias (``*s``): rewriting its value would leave the frontmatter invalid
+    (an alias elsewhere pointing at an anchor that is gone), so the note is not written."""
+    if note.frontmatter is None:
+        return None
+    for key in REWRITTEN:
+        prop = note.frontmatter.get(key)
+        if prop is None:
+            continue
+        value = (prop.raw_value.strip() or prop.more.strip()).split(maxsplit=1)
+        what = _YAML_NODE_PROPERTIES.get(value[0][:1]) if value else None
+        if what is not None:
+            return Problem(prop.start + 1,
+                           f"{prop.key.strip()} carries {what} (`{value[0]}`): vaultd cannot "
+                           "rewrite it without breaking the frontmatter's YAML, so the note is "
+                           "left as it is",
+                           f"write it plainly, as `{prop.key.strip()}: "
+                           f"{value[1] if len(value) > 1 else 'Pending'}`")
+    return None
+
+
 def check_note(note: Note) -> Checked:
     """Everything wrong with the note's callouts, measures and own settings, all at once,
     or its plan."""
     overrides, problems = read_overrides(note)
+    unwritable = unwritable_property(note)
+    if unwritable is not None:
+        problems.append(unwritable)
     query = _text_of(note, "query", problems)
     answer = _text_of(note, "answer", problems)
     measures: list[Measure] = []
@@ -296,9 +328,20 @@ class Engine:
                                          "Pending again")
 
     def _process(self, path: Path, should_stop: Callable[[], bool]) -> NoteResult:
-        data, note = read_note(path, self.options.max_note_bytes, self.writer.vault)
+        try:
+            data, note = read_note(path, self.options.max_note_bytes, self.writer.vault)
+        except NoteReadError:
+            marked = self._mark_too_large(path)
+            if marked is None:
+                raise
+            return marked
         if (note.status or "").strip().lower() not in RUNNABLE:
             return NoteResult(path, "not_pending")
+        unwritable = unwritable_property(note)
+        if unwritable is not None:  # reported, not written: any write would break its YAML
+            log.error("%s", unwritable.format(str(path)))
+            return NoteResult(path, "error", one_line(f"line {unwritable.line}: "
+                                                      f"{unwritable.text}"))
         session = _Session(self, path, data, note)
         try:
             checked = check_note(note)
@@ -345,6 +388,7 @@ class Engine:
             on_tick=session.maybe_flush,
             should_stop=lambda: should_stop() or session.stale,
         )
+        outcomes.update(session.too_large)  # results refused by a live write stay refused
         session.outcomes = outcomes
         if session.stale:
             raise _Restart
@@ -355,17 +399,21 @@ class Engine:
             session.commit(session.live_changes())  # the rest comes in a batch
             return NoteResult(path, "deferred", "waiting for a batch", len(outcomes), 0,
                               session.usage)
-        failed = [(m, outcomes[m.id]) for m in checked.plan.measures
-                  if not isinstance(outcomes[m.id], Success)]
         answer_failed = known.get("answer")
-        summary = _summary(failed, len(checked.plan.measures), answer_failed)
         asks = session.usage.used or any(m.type == "ai" for m in checked.plan.measures)
-        own = self._final_props(summary if failed else None, session.usage if asks else None)
         collisions: tuple[Collision, ...] = ()
+        failed: list[tuple[Measure, Outcome]] = []
+        summary = ""
 
         def final(current: Note) -> Changes:
-            # decided against the note as it is on disk when written: the user's keys win
-            nonlocal collisions
+            # decided against the note as it is on disk when written: the user's keys win;
+            # and against the outcomes as they are then (a result too large is an error)
+            nonlocal collisions, failed, summary
+            failed = [(m, outcomes[m.id]) for m in checked.plan.measures
+                      if not isinstance(outcomes[m.id], Success)]
+            summary = _summary(failed, len(checked.plan.measures), answer_failed)
+            own = self._final_props(summary if failed else None,
+                                    session.usage if asks else None)
             props = property_changes(current, self.options.property_prefix,
                                      checked.plan.measures, outcomes)
             collisions = props.collisions
@@ -385,6 +433,28 @@ class Engine:
                               session.usage)
         return NoteResult(path, "done", f"{len(outcomes)} measures{kept}", len(outcomes), 0,
                           session.usage)
+
+    def _mark_too_large(self, path: Path) -> NoteResult | None:
+        """A note left ``Processing`` (by a crash) that is now too large to run: its Status
+        becomes Error, with the reason, so it is never left Processing. Read up to
+        ``TOO_LARGE_READ`` times the limit; None when it is not such a note."""
+        limit = self.options.max_note_bytes
+        try:
+            data, note = read_note(path, limit * TOO_LARGE_READ, self.writer.vault)
+        except NoteReadError:
+            return None
+        if len(data) <= limit or (note.status or "").strip().lower() != "processing" \
+                or note.frontmatter is None or unwritable_property(note) is not None:
+            return None
+        why = (f"the note is too large to run ({len(data)} bytes, above max_note_bytes "
+               f"{limit}); shorten it and set Status: Pending")
+        new = apply(note, Changes(status="Error", properties={"Error": json.dumps(why)}))
+        try:
+            self.writer.write(path, data, new.encode("utf-8"))
+        except WriteConflict:
+            return None  # changed meanwhile: it is looked at again
+        log.error("%s: %s", path, why)
+        return NoteResult(path, "error", why)
 
     def _generate_answer(self, session: _Session, query: str, overrides: Overrides,
                          should_stop: Callable[[], bool]) -> Outcome | None:
@@ -467,6 +537,7 @@ class _Session:
         self.dirty = False
         self.stale = False
         self.announced = False  # Status: Processing written
+        self.too_large: dict[str, Outcome] = {}  # results refused: the note would be too large
         self.last_write = engine.clock()
 
     def rendered(self) -> list[str]:
@@ -504,13 +575,29 @@ class _Session:
 
         ``changes`` may be a function of that note, for changes decided by what it says.
         """
-        for _ in range(MAX_CONFLICTS):
+        conflicts = 0
+        minimal = False  # only Status: Error and why, the rest being too large
+        while conflicts < MAX_CONFLICTS:
             wanted = changes(self.note) if callable(changes) else changes
+            if self.too_large and wanted.results is not None:
+                wanted = replace(wanted, results=self.rendered())
             text = apply(self.note, wanted)
             new = text.encode("utf-8")
+            limit = self.engine.options.max_note_bytes
+            if len(new) > max(limit, len(self.data)):
+                if self._refuse_latest(len(new), limit):
+                    continue  # that result is now its measure's error: render again
+                why = (f"the note would be {len(new)} bytes, above max_note_bytes {limit}; "
+                       "not written")
+                if self.announced and not minimal:  # never leave it Processing
+                    changes, minimal = Changes(status="Error", properties={
+                        "Error": json.dumps(why)}), True
+                    continue
+                raise WriteError(f"{self.path}: {why}")
             try:
                 self.engine.writer.write(self.path, self.data, new)
             except WriteConflict as conflict:
+                conflicts += 1
                 self._reload(conflict.current)
                 continue
             # The note is parsed again only if it is needed (a further write or a conflict).
@@ -522,6 +609,18 @@ class _Session:
                 self.print = fingerprint(self.note)
             return
         raise WriteError(f"{self.path}: the note kept changing; gave up writing")
+
+    def _refuse_latest(self, size: int, limit: int) -> bool:
+        """Make the latest result its measure's error, since with it the note would be
+        ``size`` bytes, above ``limit``; False when there is none left to refuse."""
+        written = [mid for mid, o in self.outcomes.items() if isinstance(o, Success)]
+        if not written:
+            return False
+        failure = Failure(f"result too large: would make the note {size} bytes, above "
+                          f"max_note_bytes {limit}")
+        self.outcomes[written[-1]] = self.too_large[written[-1]] = failure
+        log.warning("%s: %s: %s", self.path, written[-1], failure.message)
+        return True
 
     def _reload(self, current: bytes | None) -> None:
         if current is None:

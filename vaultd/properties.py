@@ -12,7 +12,10 @@ vaultd only ever changes keys it wrote. The keys it wrote are listed in the note
 ``vaultd_properties`` property, so the record travels with the note (renamed, moved, synced
 or copied). A property of the user's with a measure's key is never overwritten: it is a
 :class:`Collision`, reported. Keys vaultd wrote for measures the note no longer has are
-removed when the note is run again.
+removed when the note is run again. Since anyone can write that record by hand, only the
+keys in it that start with the property prefix count (a record listing ``tags`` or
+``title`` removes nothing): with a prefix that ends in ``_`` or ``-``, as the default
+``eval_`` does, no key of the user's can be reached through it.
 """
 
 from __future__ import annotations
@@ -176,13 +179,16 @@ def _same(got: Any, want: Any) -> bool:
     return type(got) is type(want) and got == want
 
 
-def recorded_keys(note: Note) -> list[str]:
-    """The keys the note's record says vaultd wrote (vaultd's own keys never count)."""
+def recorded_keys(note: Note, prefix: str) -> list[str]:
+    """The keys the note's record says vaultd wrote: only keys that start with ``prefix``
+    (vaultd's own keys never count), so a record a user wrote by hand, or one that lists
+    ``tags`` or ``title``, never reaches a key vaultd could not have written."""
     value = note.properties.get(RECORD_KEY)
     if not isinstance(value, list):
         return []
+    folded = prefix.lower()
     return [key for key in value if isinstance(key, str) and _KEY_PATTERN.match(key)
-            and key.lower() not in OWN_KEYS]
+            and key.lower() not in OWN_KEYS and key.lower().startswith(folded)]
 
 
 def collisions(note: Note, prefix: str, measures: Sequence[Measure]) -> list[Collision]:
@@ -200,7 +206,8 @@ def property_changes(note: Note, prefix: str, measures: Sequence[Measure],
     """
     if note.frontmatter is None:
         return PropertyChanges({}, ())
-    owned = {key.lower() for key in recorded_keys(note)}
+    recorded = recorded_keys(note, prefix)
+    owned = {key.lower() for key in recorded}
     changes: dict[str, str | None] = {}
     found: list[Collision] = []
     written: list[str] = []
@@ -226,7 +233,7 @@ def property_changes(note: Note, prefix: str, measures: Sequence[Measure],
             continue
         changes[key] = text
         written.append(key)
-    for key in recorded_keys(note):  # written by an earlier run for a measure now gone
+    for key in recorded:  # written by an earlier run for a measure now gone
         if key.lower() not in taken and note.frontmatter.get(key) is not None:
             changes[key] = None
     changes[RECORD_KEY] = yaml_value(written) if written else None

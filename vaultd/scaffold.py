@@ -86,7 +86,11 @@ def uses_default_templates(vault: Path) -> bool:
 
 def _create(path: Path, text: str, private: bool = False) -> Written:
     """Create ``path`` holding ``text``; ``private``: its folder 0700 and the file 0600, as
-    everything in ``VAULT/.vaultd`` is (see SECURITY.md)."""
+    everything in ``VAULT/.vaultd`` is (see SECURITY.md); a link at that folder is refused,
+    not followed."""
+    if private and path.parent.is_symlink():
+        raise VaultdError(f"{path.parent}: is a symbolic link: vaultd never follows a link "
+                          "in its folder .vaultd; remove it (vaultd did not touch it)")
     try:
         path.parent.mkdir(mode=0o700 if private else 0o777, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,

@@ -19,6 +19,7 @@ from vaultd.batch import Batches, BatchModel
 from vaultd.cache import CachedModel, ResponseCache
 from vaultd.config import Settings
 from vaultd.engine import Engine, EngineOptions
+from vaultd.errors import WriteError
 from vaultd.model import AnthropicModel, Model, NoKeyModel, credentials_problem
 from vaultd.runner import Effects, ModelSlots
 from vaultd.sandbox import Sandbox, SandboxLimits
@@ -40,18 +41,38 @@ CACHE_FILE = Path(".vaultd") / "cache.sqlite3"
 STATE_DIR = Path(".vaultd")
 
 
+# vaultd's own files in VAULT/.vaultd (cache.py's, daemon.py's, batch.py's); with the
+# folder itself and the journal (writer.py), none is ever followed through a link.
+OWN_FILES = ("cache.sqlite3", "cache.sqlite3-wal", "cache.sqlite3-shm", "cache.sqlite3-journal",
+             "daemon.json", "daemon.tmp", "batches.json", "batches.tmp")
+
+
 def private_state(vault: Path) -> None:
     """``VAULT/.vaultd`` and its journal are the owner's alone (0700), even if someone made
     the folder before vaultd did (to put a config.toml in it, say). vaultd creates every file
-    in it 0600 itself; a file the user put there keeps the mode they gave it."""
-    for folder in (vault / STATE_DIR, vault / STATE_DIR / "journal"):
+    in it 0600 itself; a file the user put there keeps the mode they gave it.
+
+    A symbolic link at ``.vaultd``, its journal or one of vaultd's files in it is refused
+    (:class:`WriteError`, so nothing runs): vaultd never writes through one, wherever it
+    points."""
+    for folder in (vault / STATE_DIR, vault / STATE_DIR / "journal",
+                   *(vault / STATE_DIR / name for name in OWN_FILES)):
         try:
             st = os.lstat(folder)
+        except OSError as exc:
+            if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+                log.warning("cannot make %s private: %s", folder, exc.strerror or exc)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise WriteError(f"{folder}: is a symbolic link: vaultd never follows a link in "
+                             "its folder .vaultd; remove it (vaultd did not touch it)")
+        if folder.name in OWN_FILES:
+            continue
+        try:
             if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
                 os.chmod(folder, stat.S_IMODE(st.st_mode) & 0o700)
         except OSError as exc:
-            if not isinstance(exc, FileNotFoundError):
-                log.warning("cannot make %s private: %s", folder, exc.strerror or exc)
+            log.warning("cannot make %s private: %s", folder, exc.strerror or exc)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from typing import Any
 from vaultd.daemon import STATE_FILE
 from vaultd.errors import NoteReadError
 from vaultd.note import decode, parse
-from vaultd.vault import iter_notes
+from vaultd.vault import head_status, iter_notes
 
 SHOWN = ("pending", "processing", "done", "error")
 
@@ -39,7 +39,14 @@ def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
     for path in iter_notes(vault):
         name = str(path.relative_to(vault))
         try:
-            if path.stat().st_size > max_bytes:
+            size = path.stat().st_size
+            if size > max_bytes:  # counted by the Status its head says, not read whole
+                value = head_status(path) or ""
+                if value in SHOWN:
+                    status.counts[value] += 1
+                if value == "error":
+                    status.errors.append((path.stat().st_mtime, name,
+                                          f"too large ({size} bytes)"))
                 continue
             note = parse(decode(path.read_bytes(), name))
         except (OSError, NoteReadError):

@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -24,6 +25,9 @@ from vaultd.note import parse, split_lines
 HEAD_BYTES = 4096  # enough to read a note's frontmatter
 TEMPLATES_SETTINGS = Path(".obsidian") / "templates.json"  # the Templates core plugin's
 DEFAULT_TEMPLATES = "Templates"
+# An open with O_NONBLOCK fails (EAGAIN) while a write lease is held (see writer.py): it is
+# tried again for this long, since a lease lasts one write.
+LEASE_OPEN_WAIT = 5.0
 
 
 def templates_folder(vault: Path) -> Path:
@@ -140,9 +144,11 @@ def open_note(vault_real: Path, rel: str, flags: int) -> int:
     """``vault_real/rel`` opened with ``flags``, following no symbolic link on the way.
 
     Each folder is opened relative to the one before with ``O_NOFOLLOW``, so a link is
-    refused even if it was swapped in after an earlier check. Raises :class:`LinkError` for a
-    link, :class:`FileNotFoundError` when a part is missing, :class:`NotADirectoryError` when
-    a folder on the way is now something else, or the ``OSError`` of the last ``open``.
+    refused even if it was swapped in after an earlier check. An open that a write lease
+    holds up (another vaultd process writing the note) is tried again. Raises
+    :class:`LinkError` for a link, :class:`FileNotFoundError` when a part is missing,
+    :class:`NotADirectoryError` when a folder on the way is now something else, or the
+    ``OSError`` of the last ``open``.
     """
     parts = rel.split("/")
     fd = os.open(vault_real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -157,12 +163,19 @@ def open_note(vault_real: Path, rel: str, flags: int) -> int:
                 raise
             os.close(fd)
             fd = step
-        try:
-            return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP or (exc.errno == errno.ENXIO and _is_link(parts[-1], fd)):
-                raise LinkError(errno.ELOOP, "a symbolic link") from None
-            raise
+        deadline = time.monotonic() + LEASE_OPEN_WAIT
+        while True:
+            try:
+                return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except BlockingIOError:  # O_NONBLOCK and a write lease: another vaultd's write
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.001)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP or (exc.errno == errno.ENXIO
+                                                and _is_link(parts[-1], fd)):
+                    raise LinkError(errno.ELOOP, "a symbolic link") from None
+                raise
     finally:
         os.close(fd)
 

@@ -5,14 +5,33 @@ Obsidian, Dataview and Bases show a note's creation time, and replacing a file b
 therefore rewrites notes *in place* (same inode, same mode), and makes that safe with a
 journal under ``VAULT/.vaultd/journal/``:
 
-1. re-read the note and compare it with what the caller expects (compare-and-write);
+1. take a write lease on the note (Linux ``F_SETLEASE``; see below), re-read it and compare
+   it with what the caller expects (compare-and-write);
 2. record the relative path, the old bytes and the new bytes, with a checksum, in a journal
    *slot* (``journal/slot-N.journal``: a file kept from write to write, so recording an
    entry is one write and one fsync, with no directory to sync), fsync;
 3. rewrite the note in place: open without ``O_TRUNC``, write every new byte from offset 0,
-   ``ftruncate`` to the new length, fsync;
+   ``ftruncate`` to the new length, fsync; release the lease;
 4. empty the slot (no fsync: an entry that survives a crash finds its note already holding
    the new bytes, or edited since, and recovery leaves it be).
+
+The lease makes every other open of the note (an editor's save, a reader) wait until step 3
+is done, so no save lands between the last look and the write, and nobody reads the note
+half written. The kernel signals a lease break with ``F_SETSIG``'s signal, set to
+``SIGURG`` (ignored unless handled; the default ``SIGIO`` would end the process). A lease
+needs the note open nowhere else: while it is, the writer tries again for ``LEASE_WAIT``
+seconds, then writes without one, as it does where there are no leases (another OS, NFS,
+SMB, FUSE, a note of another user's): with the compare-and-write alone. A filesystem that
+has not given this writer a lease yet, and did not in a whole ``LEASE_WAIT``, is not
+waited on again until it gives one. After the write, a note whose path now names another
+file (an editor saved by renaming a new file over it) is a :class:`WriteConflict` with
+what the path holds now.
+
+Nothing under ``VAULT/.vaultd`` is followed through a link: the journal folder is opened one
+folder at a time with ``O_NOFOLLOW``, its files by name in it with ``O_NOFOLLOW |
+O_NONBLOCK`` and checked with ``fstat``; a link, FIFO or device there is a
+:class:`WriteError`. Recovery applies an entry only to a file vaultd writes (a note, by
+:func:`vault.is_note_path`, or the report's ``vaultd.base``).
 
 Writes to different notes proceed at the same time (each takes a free slot); writes to one
 note are serialised. A writer holds its slots with ``flock`` while it lives, so several
@@ -42,16 +61,18 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from vaultd.errors import WriteConflict, WriteError
-from vaultd.vault import LinkError, locate, open_note
+from vaultd.vault import LinkError, is_note_path, locate, open_note
 
 __all__ = ["CRASH_EXIT_CODE", "CRASH_POINTS", "Outcome", "Recovery", "Writer"]
 
@@ -71,6 +92,13 @@ _SLOT_PREFIX, _SLOT_SUFFIX = "slot-", ".journal"
 _TEMP_SUFFIX = ".tmp"
 _NOTE_LOCKS = 64  # writes to one note are serialised by one of these (by path hash)
 _READ_CHUNK = 1 << 20
+_BASE_NAME = "vaultd.base"  # the report's base file (publish.BASE_NAME), written like a note
+#: How long a write waits for a lease while the note is open elsewhere, before it goes on
+#: without one.
+LEASE_WAIT = 0.25
+_HAS_LEASES = hasattr(fcntl, "F_SETLEASE")  # Linux only
+_F_SETLEASE: int = getattr(fcntl, "F_SETLEASE", 1024)
+_F_SETSIG: int = getattr(fcntl, "F_SETSIG", 10)
 
 
 @dataclass(frozen=True)
@@ -101,12 +129,18 @@ class Writer:
     """Rewrites notes of one vault in place, crash-safely (see the module docstring)."""
 
     def __init__(
-        self, vault: Path, on_written: Callable[[Path, os.stat_result], None] | None = None
+        self, vault: Path, on_written: Callable[[Path, os.stat_result], None] | None = None,
+        *, leases: bool = True,
     ) -> None:
         """``on_written(path, stat)`` is told of each write vaultd made (the daemon uses it
-        to tell its own writes from the user's)."""
+        to tell its own writes from the user's). ``leases=False`` writes without a write
+        lease, as where the OS has none (tests and bench/hammer.py use it)."""
         self.vault = Path(vault)
         self.on_written = on_written
+        self.leases = leases and _HAS_LEASES
+        self.unleased = 0  # writes made without a lease (none to be had, or leases off)
+        self._lease_given: set[int] = set()  # filesystems (st_dev) that gave a lease
+        self._lease_never: set[int] = set()  # ... none yet, in a whole LEASE_WAIT
         self.journal_dir = self.vault / ".vaultd" / "journal"
         self._vault_real = Path(os.path.realpath(self.vault))
         self._note_locks = [threading.Lock() for _ in range(_NOTE_LOCKS)]
@@ -136,10 +170,16 @@ class Writer:
         vault_real, rel = self._locate(path)
         self._finish_pending(path, vault_real, rel)
         fd = _open_note(vault_real, rel, path)
+        leased = False
         try:
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise WriteError(f"{path}: not a regular file")
+                # From the look to the last byte written, under a write lease where the OS
+                # gives one: any other open of the note (an editor's save, a reader) waits
+                # until the write is done, so it neither lands unseen in between nor sees
+                # half of the write.
+                leased = self._lease(fd)
                 current = _read_all(fd)
             except OSError as exc:
                 raise _os_error(path, exc) from exc
@@ -153,16 +193,23 @@ class Writer:
                 self._write_journaled(path, fd, vault_real, rel, slot, expected, new)
             finally:
                 self._give_back(slot)
+                if leased:
+                    _unlease(fd)
+                    leased = False
+            _still_the_note(vault_real, rel, fd)
             if self.on_written is not None:
                 self.on_written(path, os.fstat(fd))
         finally:
+            if leased:
+                _unlease(fd)
             os.close(fd)
 
     def _write_journaled(self, path: Path, fd: int, vault_real: Path, rel: str, slot: int,
                          expected: bytes, new: bytes) -> None:
         entry = self._journal(path, vault_real, rel, slot, expected, new)
 
-        # The journal fsync takes a moment: look again, right before touching the note.
+        # The journal fsync takes a moment: look again, right before touching the note (under
+        # a lease, nobody else could have opened it meanwhile).
         try:
             current = _read_all(fd)
         except OSError as exc:
@@ -183,6 +230,40 @@ class Writer:
         _crash_point("before_clear")
         self._clear(entry)
 
+    def _lease(self, fd: int) -> bool:
+        """Take a write lease on the note (Linux), waiting up to ``LEASE_WAIT`` seconds while
+        the note is open elsewhere; False where no lease can be had (then the write goes on
+        as before: see the module docstring)."""
+        if not self.leases:
+            self.unleased += 1
+            return False
+        try:
+            device = os.fstat(fd).st_dev
+        except OSError:
+            device = -1
+        # A filesystem that never gave a lease (one that always says EAGAIN) is not waited on.
+        wait = 0.0 if device in self._lease_never else LEASE_WAIT
+        deadline = time.monotonic() + wait
+        pause = 0.0002
+        while True:
+            try:
+                # A lease break is signalled to the holder, by default with SIGIO, whose
+                # default action ends the process: SIGURG is ignored unless handled.
+                fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
+                fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
+                self._lease_given.add(device)
+                self._lease_never.discard(device)
+                return True
+            except OSError as exc:
+                if exc.errno != errno.EAGAIN or time.monotonic() >= deadline:
+                    self.unleased += 1
+                    if wait and device not in self._lease_given:
+                        self._lease_never.add(device)
+                    log.debug("no write lease (%s): writing without one", exc.strerror)
+                    return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.001)
+
     def _take_slot(self, path: Path) -> int:
         """A journal slot of this writer's: free, or newly claimed (see :meth:`_claim`)."""
         with self._slots_lock:
@@ -198,37 +279,41 @@ class Writer:
         recovery."""
         jdir = self._vault_real / ".vaultd" / "journal"
         try:
-            _ensure_dir(jdir)
-            number = 0
-            while True:
-                if number in self._slot_locks:
-                    number += 1
-                    continue
-                name = jdir / f"{_SLOT_PREFIX}{number}{_SLOT_SUFFIX}"
-                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    number += 1
-                    continue
-                except BaseException:
-                    os.close(fd)
-                    raise
-                try:
-                    size = os.fstat(fd).st_size
-                    if not size:
-                        os.fchmod(fd, 0o600)
-                        _fsync_dir(jdir)  # the slot's name must survive a crash
-                except BaseException:
-                    os.close(fd)
-                    raise
-                if size:  # an entry a crashed writer left: recovery's
-                    os.close(fd)
-                    number += 1
-                    continue
-                self._slot_locks[number] = fd
-                return number
+            jfd = _journal_fd(self._vault_real, create=True)
+            assert jfd is not None
+            try:
+                number = 0
+                while True:
+                    if number in self._slot_locks:
+                        number += 1
+                        continue
+                    name = f"{_SLOT_PREFIX}{number}{_SLOT_SUFFIX}"
+                    fd = _open_entry(jfd, name, jdir, os.O_RDWR | os.O_CREAT)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        os.close(fd)
+                        number += 1
+                        continue
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                    try:
+                        size = os.fstat(fd).st_size
+                        if not size:
+                            os.fchmod(fd, 0o600)
+                            _fsync_dir(jfd)  # the slot's name must survive a crash
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                    if size:  # an entry a crashed writer left: recovery's
+                        os.close(fd)
+                        number += 1
+                        continue
+                    self._slot_locks[number] = fd
+                    return number
+            finally:
+                os.close(jfd)
         except OSError as exc:
             raise WriteError(f"{path}: cannot write the journal in {jdir}: "
                              f"{exc.strerror or exc}", transient=True) from exc
@@ -269,7 +354,7 @@ class Writer:
             return
         slot, entry_path = held
         try:
-            entry: _Entry | None = _read_entry(entry_path, slot=True)
+            entry: _Entry | None = self._read_slot(entry_path)
         except _BadEntry as exc:
             log.warning("journal entry %s is unusable (%s); cleared", entry_path, exc)
             entry = None
@@ -288,44 +373,66 @@ class Writer:
                  new: bytes) -> Path:
         """Durably record the write in journal slot ``slot``; returns the slot's path."""
         jdir = vault_real / ".vaultd" / "journal"
-        entry = jdir / f"{_SLOT_PREFIX}{slot}{_SLOT_SUFFIX}"
+        name = f"{_SLOT_PREFIX}{slot}{_SLOT_SUFFIX}"
+        entry = jdir / name
         data = _encode_entry(rel, old, new)
         try:
-            _ensure_dir(jdir)
-            # Through the descriptor that holds the slot's lock while it is still the slot's
-            # file (closing another descriptor of it would drop the lock on NFS); else anew.
-            held = self._slot_locks.get(slot)
-            fd, created = (held, False) if held is not None and _is_file(held, entry) \
-                else (-1, False)
-            if fd < 0:
-                try:
-                    fd = os.open(entry, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    fd = os.open(entry, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, 0o600)
-                    created = True
+            jfd = _journal_fd(vault_real, create=True)
+            assert jfd is not None
             try:
-                if created:
-                    os.fchmod(fd, 0o600)
+                # Through the descriptor that holds the slot's lock while it is still the
+                # slot's file (closing another descriptor of it would drop the lock on NFS).
+                held = self._slot_locks.get(slot)
+                fd = held if held is not None and _is_file(held, jfd, name) else -1
+                created = False
+                if fd < 0:
+                    try:
+                        fd = _open_entry(jfd, name, jdir, os.O_RDWR)
+                    except FileNotFoundError:
+                        fd = _open_entry(jfd, name, jdir, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+                        created = True
                 try:
-                    _pwrite_all(fd, data)
-                    os.ftruncate(fd, len(data))
-                    _fsync(fd)
-                except OSError:
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(fd, 0)
-                    raise
+                    if created:
+                        os.fchmod(fd, 0o600)
+                    try:
+                        _pwrite_all(fd, data)
+                        os.ftruncate(fd, len(data))
+                        _fsync(fd)
+                    except OSError:
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, 0)
+                        raise
+                finally:
+                    if fd != held:
+                        os.close(fd)
+                if created:  # the slot's name must survive a crash too
+                    os.fsync(jfd)
             finally:
-                if fd != held:
-                    os.close(fd)
-            if created:  # the slot's name must survive a crash too
-                _fsync_dir(jdir)
+                os.close(jfd)
         except OSError as exc:
             raise WriteError(
                 f"{path}: cannot write the journal in {jdir}: {exc.strerror or exc}",
                 transient=True,
             ) from exc
         return entry
+
+    def _read_slot(self, entry: Path) -> _Entry:
+        """The entry in the slot at ``entry``, read through no link."""
+        try:
+            jfd = _journal_fd(self._vault_real)
+            if jfd is None:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+            try:
+                fd = _open_entry(jfd, entry.name, entry.parent, os.O_RDONLY)
+            finally:
+                os.close(jfd)
+            try:
+                raw = _read_all(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _BadEntry(f"unreadable: {exc.strerror or exc}") from exc
+        return _parse_entry(raw, entry.name, slot=True)
 
     def _restore_or_keep(self, path: Path, fd: int, old: bytes, entry: Path) -> bool:
         """The in-place write failed: put the old bytes back (True), or leave the entry for
@@ -345,13 +452,20 @@ class Writer:
         return True
 
     def _clear(self, entry: Path) -> None:
-        """Empty a journal slot (or remove an entry file). Not synced, and failing is
-        harmless: recover() finds the note up to date, or edited since, and leaves it be."""
+        """Empty a journal slot. Not synced, and failing is harmless: recover() finds the
+        note up to date, or edited since, and leaves it be."""
         try:
-            if entry.name.startswith(_SLOT_PREFIX):
-                os.truncate(entry, 0)
-            else:
-                os.unlink(entry)
+            jfd = _journal_fd(self._vault_real)
+            if jfd is None:
+                return
+            try:
+                fd = _open_entry(jfd, entry.name, entry.parent, os.O_WRONLY)
+            finally:
+                os.close(jfd)
+            try:
+                os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
         except OSError as exc:
             log.warning("could not clear journal entry %s: %s", entry, exc.strerror or exc)
 
@@ -364,47 +478,61 @@ class Writer:
 
     def _recover(self) -> list[Recovery]:
         jdir = self.journal_dir
+        vault_real = Path(os.path.realpath(self.vault))
         try:
-            names = sorted(os.listdir(jdir))
-        except (FileNotFoundError, NotADirectoryError):
+            jfd = _journal_fd(vault_real)
+        except NotADirectoryError:
             return []
         except OSError as exc:
             raise WriteError(f"{jdir}: {exc.strerror or exc}") from exc
-        vault_real = Path(os.path.realpath(self.vault))
+        if jfd is None:
+            return []
+        try:
+            return self._recover_in(jfd, jdir, vault_real)
+        except OSError as exc:
+            raise WriteError(f"{jdir}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(jfd)
+
+    def _recover_in(self, jfd: int, jdir: Path, vault_real: Path) -> list[Recovery]:
         results: list[Recovery] = []
-        for name in names:
+        for name in sorted(os.listdir(jfd)):
             entry_path = jdir / name
             if name.startswith(".") and name.endswith(_TEMP_SUFFIX):
                 # A crash while journaling: the note was never touched.
-                _remove(entry_path)
+                _remove(jfd, name, entry_path)
                 continue
+            try:
+                st = os.lstat(name, dir_fd=jfd)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise _refused(entry_path, st.st_mode)
             is_slot = name.startswith(_SLOT_PREFIX) and name.endswith(_SLOT_SUFFIX)
-            if is_slot and _is_empty_file(entry_path):
+            if is_slot and not st.st_size:
                 continue  # a free slot
-            with _unless_held(entry_path if is_slot else None) as free:
-                if not free:
+            with _unless_held(jfd, name, jdir, is_slot) as fd:
+                if fd is None:
                     continue  # a live writer's (another process's): its write is under way
-                if is_slot and _is_empty_file(entry_path):
+                raw = _read_all(fd)
+                if is_slot and not raw:
                     continue  # another process recovered it meanwhile
                 try:
-                    entry = _read_entry(entry_path, slot=is_slot)
+                    entry = _parse_entry(raw, name, slot=is_slot)
+                    if not _is_own_file(vault_real, entry.rel):
+                        raise _BadEntry(f"it names {entry.rel!r}, which is not a note vaultd "
+                                        "writes (a *.md note outside dot-folders); not touched")
                 except _BadEntry as exc:
                     results.append(Recovery(entry_path, "bad_entry", str(exc)))
-                    self._discard(entry_path, is_slot)
+                    _discard(jfd, name, entry_path, fd, is_slot)
                     continue
                 outcome, detail, keep = self._recover_one(vault_real, entry)
                 results.append(Recovery(self.vault / entry.rel, outcome, detail))
                 if not keep:  # a kept slot holds its entry: no writer claims it
-                    self._discard(entry_path, is_slot)
+                    _discard(jfd, name, entry_path, fd, is_slot)
         with contextlib.suppress(OSError):
-            _fsync_dir(jdir)
+            os.fsync(jfd)
         return results
-
-    def _discard(self, entry_path: Path, is_slot: bool) -> None:
-        if is_slot:
-            self._clear(entry_path)
-        else:
-            _remove(entry_path)
 
     def _recover_one(self, vault_real: Path, entry: _Entry) -> tuple[Outcome, str, bool]:
         """(outcome, detail, keep the entry) for one valid entry."""
@@ -495,37 +623,148 @@ def _fsync(fd: int) -> None:
     os.fsync(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _journal_fd(vault_real: Path, create: bool = False) -> int | None:
+    """``VAULT/.vaultd/journal`` opened as a folder, through no link (None when it is not
+    there and ``create`` is false; with ``create`` missing folders are made 0700, durably).
+
+    A symbolic link at ``.vaultd`` or ``journal`` is refused (:class:`WriteError`): vaultd
+    never follows a link in its own folder, wherever it points."""
+    fd = os.open(vault_real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(fd)
+        shown = vault_real
+        for name in (".vaultd", "journal"):
+            shown = shown / name
+            made = False
+            if create:
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    made = True
+                except FileExistsError:
+                    pass
+            try:
+                step = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               dir_fd=fd)
+            except FileNotFoundError:
+                if create:
+                    raise
+                return None
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(name, fd):
+                    raise _refused(shown, stat.S_IFLNK) from None
+                raise
+            try:
+                if made:
+                    os.fchmod(step, 0o700)  # mkdir's mode is filtered by the umask
+                    os.fsync(fd)
+            except BaseException:
+                os.close(step)
+                raise
+            os.close(fd)
+            fd = step
+        found, fd = fd, -1
+        return found
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
-def _ensure_dir(path: Path) -> None:
-    """Create ``path`` and its parent (``.vaultd``) with mode 0o700 if missing, durably."""
-    for directory in (path.parent, path):
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            if not directory.is_dir():
-                raise NotADirectoryError(
-                    errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory)
-                ) from None
-            continue
-        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-        _fsync_dir(directory.parent)
-
-
-def _remove(path: Path) -> None:
+def _open_entry(jfd: int, name: str, jdir: Path, flags: int) -> int:
+    """The journal file ``name`` opened with ``flags`` through no link, never blocking (a
+    FIFO put there): anything but a regular file is refused (:class:`WriteError`)."""
     try:
-        os.unlink(path)
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600,
+                     dir_fd=jfd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
+            with contextlib.suppress(OSError):
+                raise _refused(jdir / name, os.lstat(name, dir_fd=jfd).st_mode) from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _refused(jdir / name, mode)
+    return fd
+
+
+def _refused(path: Path, mode: int) -> WriteError:
+    """Why vaultd will not use ``path`` in its own folder (a link, a FIFO, a device...)."""
+    if stat.S_ISLNK(mode):
+        what = "is a symbolic link: vaultd never follows a link in its folder .vaultd"
+    else:
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device"
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+                if stat.S_ISSOCK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a file")
+        what = f"is {kind}, not a regular file: vaultd's journal holds only files it wrote"
+    return WriteError(f"{path}: {what}; remove it (vaultd did not touch it)")
+
+
+def _is_own_file(vault_real: Path, rel: str) -> bool:
+    """Whether ``rel`` names a file vaultd writes: a note (:func:`vault.is_note_path`) or
+    the report's base file (``vaultd.base``, outside dot-folders)."""
+    path = vault_real / rel
+    if PurePosixPath(rel).name == _BASE_NAME:
+        return not any(part.startswith(".") for part in PurePosixPath(rel).parts)
+    return is_note_path(vault_real, path)
+
+
+def _still_the_note(vault_real: Path, rel: str, fd: int) -> None:
+    """After a write through ``fd``: :class:`WriteConflict` if the note's path now names
+    another file (an editor saved by writing a new file and renaming it over the note while
+    vaultd wrote the old one), so that the caller splices into what the path holds now."""
+    try:
+        there = open_note(vault_real, rel, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise WriteConflict(None) from None
+    except OSError:
+        return  # whatever it is now, the next read says
+    try:
+        here, now = os.fstat(fd), os.fstat(there)
+        if (here.st_dev, here.st_ino) == (now.st_dev, now.st_ino):
+            return
+        current = _read_all(there)
+    except OSError:
+        return
+    finally:
+        os.close(there)
+    raise WriteConflict(current)
+
+
+def _fsync_dir(dir_fd: int) -> None:
+    os.fsync(dir_fd)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
+
+
+def _unlease(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+
+
+def _remove(jfd: int, name: str, path: Path) -> None:
+    """Remove a journal temp file (or folder) by name; a link is removed, not followed."""
+    try:
+        os.unlink(name, dir_fd=jfd)
     except IsADirectoryError:
         with contextlib.suppress(OSError):
-            os.rmdir(path)
+            os.rmdir(name, dir_fd=jfd)
     except OSError as exc:
         log.warning("could not remove journal entry %s: %s", path, exc.strerror or exc)
+
+
+def _discard(jfd: int, name: str, path: Path, fd: int, is_slot: bool) -> None:
+    """Empty a slot through its descriptor ``fd``, or remove an entry file."""
+    try:
+        if is_slot:
+            os.ftruncate(fd, 0)
+        else:
+            os.unlink(name, dir_fd=jfd)
+    except OSError as exc:
+        log.warning("could not clear journal entry %s: %s", path, exc.strerror or exc)
 
 
 # OS errors that say nothing about the note itself: the same write may succeed later.
@@ -580,53 +819,34 @@ def _encode_entry(rel: str, old: bytes, new: bytes) -> bytes:
 
 
 @contextlib.contextmanager
-def _unless_held(slot: Path | None) -> Iterator[bool]:
-    """True while ``slot``'s lock is ours for the asking (no live writer holds it)."""
-    if slot is None:
-        yield True
-        return
+def _unless_held(jfd: int, name: str, jdir: Path, lock: bool) -> Iterator[int | None]:
+    """The journal file opened (:func:`_open_entry`), with a slot's lock taken; None while
+    a live writer holds that lock."""
+    fd = _open_entry(jfd, name, jdir, os.O_RDWR)
     try:
-        fd = os.open(slot, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        yield True  # reading it will say what is wrong
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        if lock:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield None
+                return
+        yield fd
     finally:
         os.close(fd)
 
 
-def _is_file(fd: int, path: Path) -> bool:
-    """Whether ``fd`` is the file at ``path`` now (not one deleted or replaced since)."""
+def _is_file(fd: int, jfd: int, name: str) -> bool:
+    """Whether ``fd`` is the file ``name`` in the journal now (not one deleted or replaced
+    since)."""
     try:
-        here, there = os.fstat(fd), os.lstat(path)
+        here, there = os.fstat(fd), os.lstat(name, dir_fd=jfd)
     except OSError:
         return False
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
-def _is_empty_file(path: Path) -> bool:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_size == 0
-
-
-def _read_entry(path: Path, *, slot: bool = False) -> _Entry:
+def _parse_entry(raw: bytes, name: str, *, slot: bool = False) -> _Entry:
     """Parse and validate a journal entry; :class:`_BadEntry` says what is wrong with it."""
-    try:
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise _BadEntry("not a regular file")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise _BadEntry(f"unreadable: {exc.strerror or exc}") from exc
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -654,7 +874,7 @@ def _read_entry(path: Path, *, slot: bool = False) -> _Entry:
     pure = PurePosixPath(rel)
     if not rel or pure.is_absolute() or ".." in pure.parts or pure.parts[:1] == (".vaultd",):
         raise _BadEntry(f"unsafe note path {rel!r}")
-    if not slot and path.name != _entry_name(rel):
+    if not slot and name != _entry_name(rel):
         raise _BadEntry("file name does not match the note path")
     return _Entry(rel, old, new)
 

@@ -23,6 +23,7 @@ from typing import Literal
 
 import yaml
 
+from vaultd import yamlread
 from vaultd.measures import Measure, parse_measures
 from vaultd.note import Callout, Note
 from vaultd.render import one_line
@@ -181,7 +182,7 @@ def _head(callout: Callout) -> tuple[str, str] | None:
     if block is None:
         return None
     try:
-        data = yaml.safe_load(block.content)
+        data = yamlread.load(block.content)
     except yaml.YAMLError:
         return None
     entry = data[0] if isinstance(data, list) and data else data

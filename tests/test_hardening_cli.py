@@ -1,0 +1,112 @@
+"""The command line and the daemon under hostile input and a hostile environment: YAML
+alias bombs, output nobody reads, a vault folder swapped under the daemon, a killed
+``--once`` run's children, a ``.vaultd`` that is a file, and YAML 1.1's booleans."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, Ran
+from .daemonproc import DaemonProcess, note_says, wait_for
+from .notes import note_with_measures, programmatic_note
+
+DONE = "Status: Done"
+MEMORY_BOUND = 1536 * 1024 * 1024  # bytes of address space the bomb's process may use
+LEVELS = "abcdefghi"
+# 9 levels of 9 aliases each: about 300 bytes that stand for 9**9 (387 million) values
+X9 = ", ".join(['"x"'] * 9)
+BOMB = "[" + ", ".join(
+    [f"&a [{X9}]"]
+    + [f"&{name} [{', '.join([f'*{LEVELS[i]}'] * 9)}]" for i, name in enumerate(LEVELS[1:])]
+) + "]"
+
+
+def _limited() -> None:
+    """In the child, before it runs: at most MEMORY_BOUND of address space."""
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BOUND, MEMORY_BOUND))
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_limited(*args: str, timeout: float = 120) -> Ran:
+    """``python -m vaultd ARGS`` as a real process whose memory is bounded."""
+    done = subprocess.run([sys.executable, "-m", "vaultd", *args], capture_output=True,
+                          text=True, env=_env(), timeout=timeout, stdin=subprocess.DEVNULL,
+                          preexec_fn=_limited, check=False)
+    return Ran(done.returncode, done.stdout, done.stderr)
+
+
+# what setrlimit does to the daemon's command: the same limit, then exec
+LIMIT_PREFIX = [sys.executable, "-c",
+                "import os, resource, sys; "
+                f"resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_BOUND}, {MEMORY_BOUND})); "
+                "os.execv(sys.argv[1], sys.argv[1:])"]
+
+
+def bomb_notes(vault: Path) -> dict[str, tuple[Path, int, str]]:
+    """Notes with the bomb in a property, a measures-md field and a measures-yaml block:
+    name -> (path, line of the bomb, what the error says on it)."""
+    made: dict[str, tuple[Path, int, str]] = {}
+    for key in ("max_tokens", "model", "cache"):
+        path = vault / f"bomb {key}.md"
+        path.write_text(programmatic_note().replace(
+            "Status: Pending\n", f"Status: Pending\n{key}: {BOMB}\n", 1), encoding="utf-8")
+        made[key] = (path, 3, f"property `{key}`")
+    md = vault / "bomb field.md"
+    md.write_text(note_with_measures(["* ---", "  * id: size", "  * type: programmatic",
+                                      f"  * params: {BOMB}",
+                                      "  * logic: 'return input.length;'"]),
+                  encoding="utf-8")
+    made["field"] = (md, 15, "field `params`")
+    yml = vault / "bomb yaml.md"
+    yml.write_text(
+        "---\nStatus: Pending\n---\n\n> [!answer]\n> ```answer-text\n> Poteligeo.\n> ```\n\n"
+        "> [!measures]\n> ```measures-yaml\n> - id: size\n>   type: programmatic\n"
+        f">   params: {BOMB}\n>   logic: 'return input.length;'\n> ```\n", encoding="utf-8")
+    made["yaml"] = (yml, 14, "the measures are not valid YAML")
+    return made
+
+
+ALIASES = "its aliases stand for more than 10,000 values"
+
+
+def test_a_yaml_alias_bomb_is_refused_on_its_line_in_check_once_and_the_daemon(
+        vault: Path) -> None:
+    assert len(BOMB) < 400
+    bombs = bomb_notes(vault)
+    checked = run_limited("check", str(vault))
+    assert checked.code == 1, checked
+    assert "Traceback" not in checked.err and "MemoryError" not in checked.err, checked.err
+    for name, (path, line, says) in bombs.items():
+        assert f"{path}:{line}: {says}" in checked.out and ALIASES in checked.out, (name, checked)
+    marker = vault / "marker.md"
+    marker.write_text(programmatic_note(), encoding="utf-8")
+    ran = run_limited("run", str(vault), "--once")
+    assert ran.code == 1 and "Traceback" not in ran.err, ran
+    assert note_says(marker, DONE)(), marker.read_text(encoding="utf-8")
+    for name, (path, line, _) in bombs.items():
+        text = path.read_text(encoding="utf-8")
+        assert "Status: Error" in text and ALIASES in text and BOMB in text, (name, text)
+    for path, _, _ in bombs.values():  # and again, with the daemon
+        path.write_text(path.read_text(encoding="utf-8").replace("Status: Error", "Status: "
+                                                                  "Pending", 1),
+                        encoding="utf-8")
+    with DaemonProcess(vault, "--settle", "0.1", prefix=LIMIT_PREFIX) as proc:
+        proc.wait_ready()
+        later = vault / "marker after.md"
+        later.write_text(programmatic_note(), encoding="utf-8")
+        wait_for(note_says(later, DONE), what="the marker after the bombs done")
+        for path, _, _ in bombs.values():
+            wait_for(note_says(path, "Status: Error", ALIASES), what=f"{path.name} refused")
+        assert proc.stop() == 0, proc.log()
+        assert "Traceback" not in proc.log() and "MemoryError" not in proc.log(), proc.log()

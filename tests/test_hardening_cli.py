@@ -110,3 +110,49 @@ def test_a_yaml_alias_bomb_is_refused_on_its_line_in_check_once_and_the_daemon(
             wait_for(note_says(path, "Status: Error", ALIASES), what=f"{path.name} refused")
         assert proc.stop() == 0, proc.log()
         assert "Traceback" not in proc.log() and "MemoryError" not in proc.log(), proc.log()
+
+
+def first_line_then_close(*args: str, tmp_path: Path, env: dict[str, str] | None = None
+                          ) -> tuple[int, str, str]:
+    """``vaultd ARGS | head -1``: a real pipe whose reader closes after one line. Returns
+    the exit code, the line and what the command wrote on stderr."""
+    errors = tmp_path / "stderr.txt"
+    with errors.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "vaultd", *args], env=_env(env),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode("utf-8", "replace")
+        proc.stdout.close()  # the reader goes away
+        code = proc.wait(120)
+    return code, line, errors.read_text(encoding="utf-8", errors="replace")
+
+
+def test_check_whose_reader_goes_away_prints_no_traceback(vault: Path, tmp_path: Path) -> None:
+    for number in range(400):  # far more output than a pipe holds
+        (vault / f"bad {number:03} with a long name, so that there is a lot to say.md"
+         ).write_text(programmatic_note().replace("type: programmatic", "type: programatic"),
+                      encoding="utf-8")
+    code, line, err = first_line_then_close("check", str(vault), tmp_path=tmp_path)
+    assert "unknown type `programatic`" in line, line
+    assert code == 1 and err == "", (code, err)
+
+
+def test_a_once_run_whose_reader_goes_away_processes_every_note(
+        vault: Path, tmp_path: Path) -> None:
+    notes = [vault / f"note {number:02}.md" for number in range(40)]
+    for path in notes:
+        path.write_text(programmatic_note(), encoding="utf-8")
+    code, line, err = first_line_then_close("run", str(vault), "--once", tmp_path=tmp_path,
+                                            env={"ANTHROPIC_API_KEY": "unused"})
+    assert line.startswith("done "), line
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert code == 0, err
+    for path in notes:
+        assert note_says(path, DONE, "> 23\n> ```")(), path.read_text(encoding="utf-8")
+    # and a run with a note in error still says so by its exit code
+    notes[0].write_text(programmatic_note(logic="throw new Error('no');"), encoding="utf-8")
+    notes[1].write_text(programmatic_note(), encoding="utf-8")
+    code, _, err = first_line_then_close("run", str(vault), "--once", tmp_path=tmp_path,
+                                         env={"ANTHROPIC_API_KEY": "unused"})
+    assert code == 1 and "Traceback" not in err, err
+    assert note_says(notes[1], DONE)()

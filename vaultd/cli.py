@@ -7,6 +7,7 @@ Exit codes: 0 all is well, 1 a note ended in error (or ``check`` found problems)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -14,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from vaultd import __version__, config, scaffold, service, shards
 from vaultd.cost import Usage
@@ -54,6 +55,43 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+class Unread:
+    """A text stream whose reader may go away (``vaultd check VAULT | head -1``): once
+    writing to it fails with a broken pipe, what follows is dropped, and the work goes on.
+
+    Its file descriptor is pointed at ``/dev/null`` then, so the text still buffered is
+    flushed somewhere (at exit, too) rather than failing again."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self._gone = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding...
+        return getattr(self._stream, name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -394,6 +432,10 @@ def entry() -> None:
     what is left are idle pool threads and, at most, a model request or an import of the SDK
     nobody needs any more. Joining them would only delay the exit.
     """
+    # Output nobody reads never stops the work (nor prints a traceback): the exit code
+    # still says how the notes ended.
+    sys.stdout = cast(TextIO, Unread(sys.stdout))
+    sys.stderr = cast(TextIO, Unread(sys.stderr))
     code = main()
     logging.shutdown()
     sys.stdout.flush()

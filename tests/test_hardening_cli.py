@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,75 @@ def test_a_once_run_whose_reader_goes_away_processes_every_note(
                                          env={"ANTHROPIC_API_KEY": "unused"})
     assert code == 1 and "Traceback" not in err, err
     assert note_says(notes[1], DONE)()
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process under ``pid`` (Linux ``/proc``)."""
+    parents = {int(p.name): _parent_of(int(p.name)) for p in Path("/proc").iterdir()
+               if p.name.isdigit()}
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie nobody reaped does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def count_done(notes: list[Path]) -> int:
+    return sum(1 for path in notes if note_says(path, DONE)())
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_once_run_leaves_no_process_writing_notes(vault: Path, sig: int) -> None:
+    notes = [vault / f"note {number:03}.md" for number in range(240)]
+    for number, path in enumerate(notes):  # each its own answer: dealt to both processes
+        path.write_text(programmatic_note(answer=f"Answer {number}: Poteligeo."),
+                        encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaultd", "run", str(vault), "--once", "--processes", "2"],
+        env=_env({"ANTHROPIC_API_KEY": "unused"}), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    try:
+        children: set[int] = set()
+        first = proc.stdout.readline().decode()  # a child reported its first note
+        assert first.startswith("done "), first
+        children = descendants(proc.pid)
+        assert len([p for p in children if _parent_of(p) == proc.pid]) == 2, children
+        proc.send_signal(sig)
+        proc.wait(60)
+        done_at_kill = count_done(notes)
+        wait_for(lambda: not any(alive(pid) for pid in children),
+                 what="every process of the killed run gone")
+        done_after = count_done(notes)
+    finally:
+        for pid in children:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.stdout.close()
+    # what was in hand when the parent died may finish; the rest waits for the next run
+    assert done_after < len(notes) // 2, (done_at_kill, done_after)
+    assert done_after - done_at_kill <= 32, (done_at_kill, done_after)
+    ran = subprocess.run([sys.executable, "-m", "vaultd", "run", str(vault), "--once"],
+                         env=_env({"ANTHROPIC_API_KEY": "unused"}), capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert count_done(notes) == len(notes)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -229,3 +230,43 @@ def test_a_killed_once_run_leaves_no_process_writing_notes(vault: Path, sig: int
                          text=True, timeout=300, check=False)
     assert ran.returncode == 0, ran.stderr
     assert count_done(notes) == len(notes)
+
+
+@pytest.mark.parametrize("how", ["deleted and made again", "swapped"])
+def test_a_daemon_whose_vault_folder_is_replaced_says_so_and_exits_to_be_restarted(
+        vault: Path, tmp_path: Path, how: str) -> None:
+    first = vault / "first.md"
+    first.write_text(programmatic_note(), encoding="utf-8")
+    with DaemonProcess(vault, "--settle", "0.1") as proc:
+        proc.wait_ready()
+        wait_for(note_says(first, DONE), what="the first note done")
+        if how == "swapped":
+            other = tmp_path / "other vault"
+            other.mkdir()
+            vault.rename(tmp_path / "old vault")
+            other.rename(vault)
+        else:
+            shutil.rmtree(vault)
+            vault.mkdir()
+        pending = vault / "pending.md"
+        pending.write_text(programmatic_note(), encoding="utf-8")
+        code = proc.proc.wait(60)
+        log = proc.log()
+    assert code == 1, log
+    assert f"{vault}: the vault folder was replaced by another folder" in log, log
+    assert "Traceback" not in log, log
+    assert not (vault / ".vaultd" / "daemon.json").exists()  # nothing of the old run in it
+    # as systemd does (Restart=on-failure): started again, it runs the note there now
+    with DaemonProcess(vault, "--settle", "0.1") as again:
+        again.wait_ready()
+        wait_for(note_says(pending, DONE, "> 23\n> ```"), what="the new folder's note done")
+        assert again.stop() == 0
+
+
+def test_a_daemon_whose_vault_folder_is_deleted_says_so_and_exits(vault: Path) -> None:
+    with DaemonProcess(vault, "--settle", "0.1") as proc:
+        proc.wait_ready()
+        shutil.rmtree(vault)
+        code = proc.proc.wait(60)
+        log = proc.log()
+    assert code == 1 and f"{vault}: the vault folder was deleted or moved away" in log, log

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, Ran
+from .conftest import ROOT, Ran, run_process
 from .daemonproc import DaemonProcess, note_says, wait_for
 from .notes import note_with_measures, programmatic_note
 
@@ -270,3 +270,25 @@ def test_a_daemon_whose_vault_folder_is_deleted_says_so_and_exits(vault: Path) -
         code = proc.proc.wait(60)
         log = proc.log()
     assert code == 1 and f"{vault}: the vault folder was deleted or moved away" in log, log
+
+
+YAML11_NOT_TEXT = ["y", "Y", "n", "N", "yes", "Yes", "YES", "no", "No", "NO", "on", "On",
+                   "ON", "off", "Off", "OFF", "true", "False", "~", "null", "Null", "0o17",
+                   "1_000", ".inf", "-.Inf", ".NaN", "1:20", "190:20:30.15", "0b101", "0x_1F",
+                   "017", "1.2.3", "="]
+
+
+def test_text_yaml_1_1_reads_as_something_else_is_written_quoted(vault: Path) -> None:
+    lines: list[str] = []
+    for number, text in enumerate(YAML11_NOT_TEXT):
+        lines += ["* ---", f"  * id: m{number}", "  * type: programmatic",
+                  f"  * logic: 'return \"{text}\";'"]
+    lines += ["* ---", "  * id: plain", "  * type: programmatic", "  * logic: 'return \"N/A\";'"]
+    note = vault / "quoted.md"
+    note.write_text(note_with_measures(lines), encoding="utf-8")
+    ran = run_process("run", str(vault), "--once", env={"ANTHROPIC_API_KEY": "unused"})
+    assert ran.code == 0, ran
+    text = note.read_text(encoding="utf-8")
+    for number, value in enumerate(YAML11_NOT_TEXT):
+        assert f'\neval_m{number}: "{value}"\n' in text, (value, text[:2000])
+    assert "\neval_plain: N/A\n" in text

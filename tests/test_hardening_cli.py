@@ -292,3 +292,25 @@ def test_text_yaml_1_1_reads_as_something_else_is_written_quoted(vault: Path) ->
     for number, value in enumerate(YAML11_NOT_TEXT):
         assert f'\neval_m{number}: "{value}"\n' in text, (value, text[:2000])
     assert "\neval_plain: N/A\n" in text
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "{vault}", "--once"], ["run", "{vault}"], ["check", "{vault}"],
+    ["check", "{note}"], ["status", "{vault}"], ["init", "{vault}"], ["report", "{vault}"],
+    ["service", "install", "{vault}", "--no-start", "--unit-dir", "{units}"],
+], ids=lambda command: " ".join(command[:2]).replace("{vault}", "").strip())
+def test_a_vaultd_file_is_named_as_a_file_where_a_folder_is_needed(
+        vault: Path, tmp_path: Path, command: list[str]) -> None:
+    (vault / ".vaultd").write_text("not a folder\n", encoding="utf-8")
+    note = vault / "note.md"
+    note.write_text(programmatic_note(), encoding="utf-8")
+    before = sorted(p.relative_to(vault) for p in vault.rglob("*"))
+    args = [part.format(vault=vault, note=note, units=tmp_path / "units") for part in command]
+    ran = run_process(*args, env={"ANTHROPIC_API_KEY": "unused"}, timeout=60)
+    assert ran.code == 2, ran
+    assert ran.err == (f"vaultd: {vault}/.vaultd is a file, where vaultd needs a folder (for "
+                       "its config.toml, journal and cache): move it away or rename it\n"), ran
+    assert "Not a directory" not in ran.out + ran.err
+    assert note.read_text(encoding="utf-8") == programmatic_note()
+    assert sorted(p.relative_to(vault) for p in vault.rglob("*")) == before
+    assert not (tmp_path / "units").exists()

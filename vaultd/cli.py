@@ -28,7 +28,13 @@ from vaultd.properties import collisions
 from vaultd.publish import describe, publish, report_paths
 from vaultd.services import open_services
 from vaultd.status import format_status, vault_status
-from vaultd.vault import DEFAULT_TEMPLATES, find_vault, iter_notes, wants_run
+from vaultd.vault import (
+    DEFAULT_TEMPLATES,
+    find_vault,
+    iter_notes,
+    state_folder_problem,
+    wants_run,
+)
 from vaultd.writer import Writer
 
 log = logging.getLogger("vaultd")
@@ -179,6 +185,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
+    problem = _state_folder_problem(args)
+    if problem:
+        print(f"vaultd: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.command == "check":
             return check_paths(args.paths, out)
@@ -201,6 +211,21 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def _state_folder_problem(args: argparse.Namespace) -> str | None:
+    """A ``.vaultd`` that is not a folder, in the vault a command works on (for ``check``,
+    in the folders from each path up to its vault): every command stops on it."""
+    if args.command != "check":
+        return state_folder_problem(args.vault)
+    for path in args.paths:
+        vault = find_vault(path) if path.exists() else None
+        chain = [path.resolve(), *path.resolve().parents]
+        for folder in chain[:chain.index(vault) + 1 if vault in chain else 2]:
+            problem = state_folder_problem(folder)
+            if problem:
+                return problem
+    return None
 
 
 def _is_folder(vault: Path) -> bool:

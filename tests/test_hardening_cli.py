@@ -96,7 +96,7 @@ def test_a_yaml_alias_bomb_is_refused_on_its_line_in_check_once_and_the_daemon(
     ran = run_limited("run", str(vault), "--once")
     assert ran.code == 1 and "Traceback" not in ran.err, ran
     assert note_says(marker, DONE)(), marker.read_text(encoding="utf-8")
-    for name, (path, line, _) in bombs.items():
+    for name, (path, _, _) in bombs.items():
         text = path.read_text(encoding="utf-8")
         assert "Status: Error" in text and ALIASES in text and BOMB in text, (name, text)
     for path, _, _ in bombs.values():  # and again, with the daemon
@@ -314,3 +314,25 @@ def test_a_vaultd_file_is_named_as_a_file_where_a_folder_is_needed(
     assert note.read_text(encoding="utf-8") == programmatic_note()
     assert sorted(p.relative_to(vault) for p in vault.rglob("*")) == before
     assert not (tmp_path / "units").exists()
+
+
+def test_the_base_has_no_column_that_could_never_fill(vault: Path) -> None:
+    def measure(measure_id: str, logic: str) -> list[str]:
+        return ["* ---", f"  * id: {measure_id}", "  * type: programmatic",
+                f"  * logic: '{logic}'"]
+    lines = (measure("size", "return input.length;") + measure("object", "return {a: 1};")
+             + measure("nothing", "return null;")
+             + measure("fails", "throw new Error(\"never\");")
+             + measure("sometimes", "return input.length > 30 ? {a: 1} : \"short\";"))
+    for number, answer in enumerate(["Poteligeo is an option.", "Poteligeo is an option, "
+                                     "and a long one at that."]):
+        (vault / f"note {number}.md").write_text(note_with_measures(lines, answer=answer),
+                                                 encoding="utf-8")
+    run_process("run", str(vault), "--once", env={"ANTHROPIC_API_KEY": "unused"})
+    ran = run_process("report", str(vault))
+    assert ran.code == 0, ran
+    base = (vault / "vaultd.base").read_text(encoding="utf-8")
+    for filled in ("size", "sometimes"):
+        assert f"- note.eval_{filled}\n" in base and f"displayName: {filled}" in base, base
+    for never in ("object", "nothing", "fails"):
+        assert f"eval_{never}" not in base and never not in base, base

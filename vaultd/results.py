@@ -73,6 +73,7 @@ class NoteResults:
     evaluated: str | None  # the Evaluated property as written, if any
     results: tuple[Result, ...]
     unmatched: int = 0  # pairs that name no declared measure
+    properties: frozenset[str] = frozenset()  # the note's property keys, lowercased
 
     @property
     def link(self) -> str:
@@ -134,7 +135,9 @@ def note_results(name: str, note: Note) -> NoteResults:
     prop = note.frontmatter.get("evaluated") if note.frontmatter else None
     evaluated = prop.raw_value.strip().strip("'\"") if prop else None
     status = (note.status or "").strip()
-    return NoteResults(name, status, evaluated or None, tuple(results), unmatched)
+    keys = frozenset(p.key.strip("'\"").lower() for p in note.frontmatter.properties) \
+        if note.frontmatter else frozenset()
+    return NoteResults(name, status, evaluated or None, tuple(results), unmatched, keys)
 
 
 def _declared(note: Note) -> list[Measure]:

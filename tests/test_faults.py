@@ -239,10 +239,10 @@ def test_note_taken_away_mid_run(vault: Path, api: FakeMessagesAPI, tmp_path: Pa
         assert note.read_bytes() == processing
         if fault == "deleted":
             note.unlink()
-            expected = "n.md: gone: the note vanished while it ran"
+            expected = "n.md: the note vanished while it ran"
         elif fault == "renamed":
             note.rename(vault / "renamed.md")
-            expected = "n.md: gone: the note vanished while it ran"
+            expected = "n.md: the note vanished while it ran"
         else:
             saved = tmp_path / "saved.md"
             shutil.move(note, saved)

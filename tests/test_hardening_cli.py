@@ -16,6 +16,7 @@ import pytest
 
 from .conftest import ROOT, Ran, run_process
 from .daemonproc import DaemonProcess, note_says, wait_for
+from .fakeapi import FakeMessagesAPI, Reply
 from .notes import note_with_measures, programmatic_note
 
 DONE = "Status: Done"
@@ -336,3 +337,30 @@ def test_the_base_has_no_column_that_could_never_fill(vault: Path) -> None:
         assert f"- note.eval_{filled}\n" in base and f"displayName: {filled}" in base, base
     for never in ("object", "nothing", "fails"):
         assert f"eval_{never}" not in base and never not in base, base
+
+
+def test_the_log_says_how_a_note_ended_in_plain_words_once(
+        vault: Path, api: FakeMessagesAPI) -> None:
+    api.rule("SLOW", Reply(text='"late"', delay=1.5))
+    note = vault / "n.md"
+    note.write_text(note_with_measures(["* ---", "  * id: slow", "  * type: ai",
+                                        "  * prompt: SLOW"]), encoding="utf-8")
+    flashcard = vault / "card.md"  # an answer callout without its block: a problem, said well
+    flashcard.write_text(note_with_measures(["* ---", "  * id: size", "  * type: programmatic",
+                                             "  * logic: 'return 1;'"]).replace(
+        "> ```answer-text\n> The answer mentions Poteligeo.\n> ```\n", "> Reveal.\n"),
+        encoding="utf-8")
+    with DaemonProcess(vault, "--settle", "0.1") as proc:
+        proc.wait_ready()
+        assert api.wait_for_requests(1, timeout=60)  # it runs
+        note.write_text(note.read_text(encoding="utf-8").replace("Status: Processing",
+                                                                  "Status: Draft", 1),
+                        encoding="utf-8")
+        said = "n.md: its Status was changed while it ran; left as it is"
+        wait_for(lambda: said in proc.log(), what=said)
+        assert proc.stop() == 0
+        log = proc.log()
+    assert "left_alone" not in log and "left as it is" not in log.replace(said, ""), log
+    assert log.count(said) == 1, log
+    checked = run_process("check", str(flashcard))
+    assert "callout needs an `answer-text` code block" in checked.out, checked

@@ -321,7 +321,7 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
         if result.status == "not_pending":
             return
         results.append(result)
-        line = f"{result.status:<10} {_relative(result.path, vault)}"
+        line = f"{result.status.replace('_', ' '):<10} {_relative(result.path, vault)}"
         bar.print_above(f"{line}: {result.summary}" if result.summary else line, out)
 
     try:

@@ -252,8 +252,7 @@ class Daemon:
             self.refresher.poke()
         name = _relative(result.path, self.vault)
         level = logging.INFO if result.status == "done" else logging.WARNING
-        log.log(level, "%s: %s%s", name, result.status,
-                f": {result.summary}" if result.summary else "")
+        log.log(level, "%s", said(result, name))
         self.stats.processed += 1
         if result.status == "done":
             self.stats.done += 1
@@ -319,6 +318,19 @@ class Daemon:
         if self._state_warned:
             log.info("wrote %s again", path)
         self._state_warned = False
+
+
+def said(result: NoteResult, name: str) -> str:
+    """How the note ``name`` ended, as the log says it: one plain sentence, said once
+    (``n.md: done: 3 measures``; a note left alone, gone or unreadable is its summary,
+    which says so)."""
+    summary, status = result.summary, result.status
+    if status == "unreadable" and summary.startswith(str(result.path)):
+        return name + summary[len(str(result.path)):]  # the reason names the file: n.md:3: ...
+    if status in ("done", "error") or not summary:
+        word = status.replace("_", " ")
+        return f"{name}: {word}: {summary}" if summary else f"{name}: {word}"
+    return f"{name}: {summary}"
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:

@@ -256,7 +256,10 @@ def die_with_parent(parent: int, stream: IO[bytes]) -> None:
 
 
 def _kill_me_with_my_parent() -> None:
-    """``prctl(PR_SET_PDEATHSIG, SIGKILL)`` where there is one (Linux); else nothing."""
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)`` where there is one (Linux); else nothing.
+
+    The kernel sends it when the thread that started this process ends: :func:`run` starts
+    the children from the thread that waits for them, which ends only with the run."""
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):

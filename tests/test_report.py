@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from vaultd.cli import build_parser
+from vaultd.properties import yaml_value
 from vaultd.render import Failure, Outcome, Skipped, Success, evaluation_block, evaluation_pair
 from vaultd.report import fmt
 
@@ -52,7 +53,13 @@ NOTES: dict[str, tuple[str, str, list[Outcome]]] = {
 def finished_note(status: str, evaluated: str, outcomes: list[Outcome],
                   measures: list[tuple[str, str, str]] = MEASURES) -> str:
     """A finished note in the seed's shape, its results written by vaultd's own renderer."""
-    lines = ["---", f"Status: {status}", "topic: CTCL", f"Evaluated: {evaluated}", "---", "",
+    properties = []  # and its results as properties, as vaultd writes them
+    for (measure_id, _, _), outcome in zip(measures, outcomes, strict=True):
+        text = yaml_value(outcome.value) if isinstance(outcome, Success) else None
+        if text is not None:
+            properties.append(f"eval_{measure_id}:{'' if text[:1] == chr(10) else ' '}{text}")
+    lines = ["---", f"Status: {status}", "topic: CTCL", f"Evaluated: {evaluated}",
+             *"\n".join(properties).splitlines(), "---", "",
              "***", "", "> [!answer]", "> ```answer-text", "> An answer.", "> ```", "", "***",
              "", "> [!measures]-", "> ```measures-md"]
     for measure_id, description, kind in measures:

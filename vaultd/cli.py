@@ -7,6 +7,7 @@ Exit codes: 0 all is well, 1 a note ended in error (or ``check`` found problems)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -14,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from vaultd import __version__, config, scaffold, service, shards
 from vaultd.cost import Usage
@@ -27,7 +28,13 @@ from vaultd.properties import collisions
 from vaultd.publish import describe, publish, report_paths
 from vaultd.services import open_services
 from vaultd.status import format_status, vault_status
-from vaultd.vault import DEFAULT_TEMPLATES, find_vault, iter_notes, wants_run
+from vaultd.vault import (
+    DEFAULT_TEMPLATES,
+    find_vault,
+    iter_notes,
+    state_folder_problem,
+    wants_run,
+)
 from vaultd.writer import Writer
 
 log = logging.getLogger("vaultd")
@@ -54,6 +61,43 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+class Unread:
+    """A text stream whose reader may go away (``vaultd check VAULT | head -1``): once
+    writing to it fails with a broken pipe, what follows is dropped, and the work goes on.
+
+    Its file descriptor is pointed at ``/dev/null`` then, so the text still buffered is
+    flushed somewhere (at exit, too) rather than failing again."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self._gone = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding...
+        return getattr(self._stream, name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -141,6 +185,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
+    problem = _state_folder_problem(args)
+    if problem:
+        print(f"vaultd: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.command == "check":
             return check_paths(args.paths, out)
@@ -163,6 +211,21 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def _state_folder_problem(args: argparse.Namespace) -> str | None:
+    """A ``.vaultd`` that is not a folder, in the vault a command works on (for ``check``,
+    in the folders from each path up to its vault): every command stops on it."""
+    if args.command != "check":
+        return state_folder_problem(args.vault)
+    for path in args.paths:
+        vault = find_vault(path) if path.exists() else None
+        chain = [path.resolve(), *path.resolve().parents]
+        for folder in chain[:chain.index(vault) + 1 if vault in chain else 2]:
+            problem = state_folder_problem(folder)
+            if problem:
+                return problem
+    return None
 
 
 def _is_folder(vault: Path) -> bool:
@@ -258,7 +321,7 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
         if result.status == "not_pending":
             return
         results.append(result)
-        line = f"{result.status:<10} {_relative(result.path, vault)}"
+        line = f"{result.status.replace('_', ' '):<10} {_relative(result.path, vault)}"
         bar.print_above(f"{line}: {result.summary}" if result.summary else line, out)
 
     try:
@@ -394,6 +457,10 @@ def entry() -> None:
     what is left are idle pool threads and, at most, a model request or an import of the SDK
     nobody needs any more. Joining them would only delay the exit.
     """
+    # Output nobody reads never stops the work (nor prints a traceback): the exit code
+    # still says how the notes ended.
+    sys.stdout = cast(TextIO, Unread(sys.stdout))
+    sys.stderr = cast(TextIO, Unread(sys.stderr))
     code = main()
     logging.shutdown()
     sys.stdout.flush()

@@ -7,6 +7,12 @@ Shutdown stops taking work, lets in-flight writes finish and leaves unfinished n
 ``Pending`` for the next start. A worker thread that dies is replaced.
 
 When the OS drops file events (the inotify queue overflowed), the vault is scanned again.
+When the vault's folder is deleted, or another folder takes its place (renamed in, or
+deleted and made again), the watch sees nothing any more: the main loop compares the
+folder's identity (device and inode) with the one it started on every second, and on a
+change logs it and exits 1, so that systemd (``Restart=on-failure``) starts it again on the
+folder now there, with that folder's journal, config and sandboxing; run by hand, start it
+again.
 A note that could not be written for a reason outside it (a full disk, a permission, the
 journal folder) is tried again after ``write_retry`` seconds, doubling up to 5 minutes, 8
 times at most; then vaultd says it gave up, and the note waits for its next change or start.
@@ -76,6 +82,8 @@ class Daemon:
         self._rescan = threading.Event()  # file events were lost: look at every note again
         self._state_warned = False
         self.report_path = report_paths(self.vault, settings)[0]
+        self._identity = _identity(self.vault)
+        self._exit_code = 0
         self.refresher: Debounced | None = None
         self._report_warned = False
 
@@ -144,9 +152,10 @@ class Daemon:
                 deadline = time.monotonic() + 10
                 for worker in self._workers:
                     worker.join(max(0.1, deadline - time.monotonic()))
-                self._write_state(running=False)
+                if not self._exit_code:  # not into a folder vaultd did not start on
+                    self._write_state(running=False)
         log.info("stopped")
-        return 0
+        return self._exit_code
 
     def scan(self) -> int:
         """Queue every note that is Pending, or Processing from a run that died."""
@@ -178,7 +187,20 @@ class Daemon:
             if self._rescan.is_set():
                 self._rescan.clear()
                 log.info("rescan: %d notes queued", self.scan())
+            if _identity(self.vault) != self._identity:
+                self._vault_replaced()
+                break
             self.stop_event.wait(min(1.0, ping or 1.0))
+
+    def _vault_replaced(self) -> None:
+        """The vault's folder is gone or another one is at its path: stop, exit 1."""
+        now = _identity(self.vault)
+        what = ("was deleted or moved away" if now is None else
+                "was replaced by another folder (deleted and made again, or another moved in)")
+        log.error("%s: the vault folder %s; vaultd stops (exit code 1) so that it can be "
+                  "started again on the folder there now", self.vault, what)
+        self._exit_code = 1
+        self.stop_event.set()
 
     def _start_workers(self, services: Services) -> None:
         for number in range(self.settings.note_workers):
@@ -230,8 +252,7 @@ class Daemon:
             self.refresher.poke()
         name = _relative(result.path, self.vault)
         level = logging.INFO if result.status == "done" else logging.WARNING
-        log.log(level, "%s: %s%s", name, result.status,
-                f": {result.summary}" if result.summary else "")
+        log.log(level, "%s", said(result, name))
         self.stats.processed += 1
         if result.status == "done":
             self.stats.done += 1
@@ -303,6 +324,28 @@ class Daemon:
         self._state_warned = False
 
 
+def said(result: NoteResult, name: str) -> str:
+    """How the note ``name`` ended, as the log says it: one plain sentence, said once
+    (``n.md: done: 3 measures``; a note left alone, gone or unreadable is its summary,
+    which says so)."""
+    summary, status = result.summary, result.status
+    if status == "unreadable" and summary.startswith(str(result.path)):
+        return name + summary[len(str(result.path)):]  # the reason names the file: n.md:3: ...
+    if status in ("done", "error") or not summary:
+        word = status.replace("_", " ")
+        return f"{name}: {word}: {summary}" if summary else f"{name}: {word}"
+    return f"{name}: {summary}"
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """The folder's (device, inode), or None when there is no folder at its path."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root))
@@ -311,7 +354,8 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def run_daemon(vault: Path, settings: Settings) -> int:
-    """``vaultd run VAULT``: until SIGTERM or Ctrl-C, then exit 0."""
+    """``vaultd run VAULT``: until SIGTERM or Ctrl-C, then exit 0; exit 1 when the vault
+    folder is deleted or replaced (see the module's docstring)."""
     daemon = Daemon(vault, settings)
     signal.signal(signal.SIGTERM, daemon.request_stop)
     signal.signal(signal.SIGINT, daemon.request_stop)

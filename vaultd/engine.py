@@ -280,6 +280,11 @@ def _read_measures_uncached(content: str, fmt: str, first_line: int) -> _ReadMea
     return _ReadMeasures(tuple(measures), tuple(found), frozenset(unreadable))
 
 
+def _article(word: str) -> str:
+    """``a`` or ``an`` before ``word`` (as the names vaultd says are spelled)."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def _text_of(note: Note, kind: str, problems: list[Problem]) -> str | None:
     callout = note.first(kind)
     if callout is None:
@@ -287,7 +292,8 @@ def _text_of(note: Note, kind: str, problems: list[Problem]) -> str | None:
     block = callout.block(("text",))
     if block is None:
         problems.append(Problem(callout.start + 1,
-                                f"the [!{kind}] callout needs a `{kind}-text` code block",
+                                f"the [!{kind}] callout needs {_article(kind)} `{kind}-text` "
+                                "code block",
                                 f"open it with > ```{kind}-text"))
         return None
     return block.content

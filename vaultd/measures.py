@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from vaultd import yamlread
 from vaultd.errors import Problem, did_you_mean
 
 RESERVED_INPUTS = ("answer", "query")
@@ -265,9 +266,9 @@ def _scalar(parts: Located, key: str, problems: list[Problem]) -> Any:
     """A value written over one or more lines, joined by spaces and read as YAML."""
     text = " ".join(part for part, _ in parts)
     try:
-        value = yaml.safe_load(text)
+        value = yamlread.load(text)
         if value is not None and key in _TEXT_FIELDS:
-            value = yaml.load(text, Loader=yaml.BaseLoader)  # every scalar as text
+            value = yamlread.load_text(text)  # every scalar as text
         return value
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -277,8 +278,11 @@ def _scalar(parts: Located, key: str, problems: list[Problem]) -> Any:
                 break
             line, start = at, start + len(part) + 1
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        problems.append(Problem(line, f"field `{key}`: not a valid YAML value ({reason})",
-                                'put text in double quotes: "..."'))
+        if isinstance(exc, yamlread.AliasError):
+            problems.append(Problem(line, f"field `{key}`: {reason}"))
+        else:
+            problems.append(Problem(line, f"field `{key}`: not a valid YAML value ({reason})",
+                                    'put text in double quotes: "..."'))
         return _UNREADABLE
     except RecursionError:  # PyYAML recurses once per level of nesting
         problems.append(Problem(parts[0][1], f"field `{key}`: {TOO_DEEP}"))
@@ -320,7 +324,7 @@ def _put(raw: _Raw, key: str, value: Any, line: int, problems: list[Problem]) ->
 def _read_yaml(content: str, first_line: int) -> tuple[list[_Raw], list[Problem]]:
     """The same data as a YAML list of mappings; lines come from the YAML node marks."""
     try:
-        root = yaml.compose(content, Loader=yaml.SafeLoader)
+        root = yamlread.compose(content)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = _line_of(content, first_line, mark) if mark else first_line

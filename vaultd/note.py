@@ -22,6 +22,7 @@ from functools import cached_property
 
 import yaml
 
+from vaultd import yamlread
 from vaultd.errors import NoteReadError
 
 BOM = "\ufeff"
@@ -123,7 +124,7 @@ class Property:
 def _yaml_value(text: str) -> object:
     """``text`` as YAML reads it; the same few values (``Pending``, ``Done``...) recur."""
     try:
-        return yaml.safe_load(text) if text.strip() else None
+        return yamlread.load(text) if text.strip() else None
     except (yaml.YAMLError, RecursionError):  # PyYAML recurses once per level of nesting
         return None
 

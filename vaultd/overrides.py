@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from vaultd import yamlread
 from vaultd.config import DEFAULT_MODEL
 from vaultd.errors import Problem
 from vaultd.note import Note, Property
@@ -47,6 +48,9 @@ def read_overrides(note: Note) -> tuple[Overrides, list[Problem]]:
         key = prop.key.strip("'\"")
         try:
             value = _value(prop)
+        except yamlread.AliasError as exc:
+            problems.append(Problem(line, f"property `{key}`: {exc.problem}"))
+            continue
         except yaml.YAMLError:
             problems.append(Problem(line, f"property `{key}`: not a valid YAML value",
                                     'put text in double quotes: "..."'))
@@ -88,7 +92,7 @@ def read_overrides(note: Note) -> tuple[Overrides, list[Problem]]:
 
 def _value(prop: Property) -> object:
     text = f"{prop.raw_value}\n{prop.more}\n" if prop.more else prop.raw_value
-    return yaml.safe_load(text) if text.strip() else None
+    return yamlread.load(text) if text.strip() else None
 
 
 def _shown(value: object) -> str:

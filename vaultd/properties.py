@@ -50,6 +50,18 @@ _YAML12_NOT_TEXT = re.compile(
     r"|[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
     r"|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN"
 )
+# And what the YAML 1.1 spec's types read as something else, in full (PyYAML leaves out
+# y/n), more than PyYAML reads: quoting text that needs no quotes reads the same anywhere.
+_YAML11_NOT_TEXT = re.compile(
+    r"y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF"
+    r"|~|null|Null|NULL"
+    r"|[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+"
+    r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+"
+    r"|[-+]?(?:[0-9][0-9_]*)?\.[0-9.]*(?:[eE][-+][0-9]+)?"
+    r"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+    r"|=|<<"
+)
 
 
 @dataclass(frozen=True)
@@ -149,7 +161,7 @@ def _plain_is_safe(text: str) -> bool:
     """Whether ``key: text`` reads back as exactly ``text`` in YAML 1.1 and 1.2 alike."""
     if not text or text != text.strip() or any(b in text for b in _BREAKS):
         return False
-    if _YAML12_NOT_TEXT.fullmatch(text):
+    if _YAML12_NOT_TEXT.fullmatch(text) or _YAML11_NOT_TEXT.fullmatch(text):
         return False
     try:
         loaded = yaml.safe_load(f"k: {text}\n")

@@ -121,7 +121,8 @@ def publish(vault: Path, settings: Settings, writer: Writer, *,
     measures = summarise(gathered.notes)
     texts = [
         (report, REPORT_MARKER, report_text(gathered, base_link)),
-        (base, BASE_MARKER, base_text(measures, prefix)),
+        (base, BASE_MARKER, base_text(measures, prefix, frozenset().union(
+            *(note.properties for note in gathered.notes)))),
     ]
     files = [Published(path, put(writer, path, text, marker, create=not only_existing))
              for path, marker, text in texts]

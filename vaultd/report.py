@@ -23,12 +23,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
 import yaml
 
 from vaultd import charts
+from vaultd.properties import property_key
 from vaultd.results import NoteResults, Result, scalar
 
 REPORT_MARKER = "<!-- vaultd report:"
@@ -376,16 +378,22 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 # -- the Bases file -----------------------------------------------------------------------
 
 
-def base_text(measures: list[MeasureSummary], prefix: str = DEFAULT_PREFIX) -> str:
+def base_text(measures: list[MeasureSummary], prefix: str = DEFAULT_PREFIX,
+              written: Collection[str] | None = None) -> str:
     """``vaultd.base``: the evaluated notes as a live table, one column per measure.
 
     Notes are those with an ``Evaluated`` property (vaultd writes it when a note
     finishes), newest first; each measure's column is its ``<prefix><id>`` property.
+    With ``written`` (the property keys the notes have, lowercased), a measure no note has
+    a property for (its results are objects, null, or failed) gets no column: it would
+    never fill.
     """
     order = ["file.name", "note.Status", "note.Evaluated"]
     properties: dict[str, dict[str, str]] = {"file.name": {"displayName": "Note"}}
     summaries: dict[str, str] = {}
     for m in measures:
+        if written is not None and property_key(prefix, m.id).lower() not in written:
+            continue
         key = f"note.{prefix}{m.id}"
         order.append(key)
         properties[key] = {"displayName": m.id}

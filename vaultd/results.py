@@ -23,6 +23,7 @@ from typing import Literal
 
 import yaml
 
+from vaultd import yamlread
 from vaultd.measures import Measure, parse_measures
 from vaultd.note import Callout, Note
 from vaultd.render import one_line
@@ -72,6 +73,7 @@ class NoteResults:
     evaluated: str | None  # the Evaluated property as written, if any
     results: tuple[Result, ...]
     unmatched: int = 0  # pairs that name no declared measure
+    properties: frozenset[str] = frozenset()  # the note's property keys, lowercased
 
     @property
     def link(self) -> str:
@@ -133,7 +135,9 @@ def note_results(name: str, note: Note) -> NoteResults:
     prop = note.frontmatter.get("evaluated") if note.frontmatter else None
     evaluated = prop.raw_value.strip().strip("'\"") if prop else None
     status = (note.status or "").strip()
-    return NoteResults(name, status, evaluated or None, tuple(results), unmatched)
+    keys = frozenset(p.key.strip("'\"").lower() for p in note.frontmatter.properties) \
+        if note.frontmatter else frozenset()
+    return NoteResults(name, status, evaluated or None, tuple(results), unmatched, keys)
 
 
 def _declared(note: Note) -> list[Measure]:
@@ -181,7 +185,7 @@ def _head(callout: Callout) -> tuple[str, str] | None:
     if block is None:
         return None
     try:
-        data = yaml.safe_load(block.content)
+        data = yamlread.load(block.content)
     except yaml.YAMLError:
         return None
     entry = data[0] if isinstance(data, list) and data else data

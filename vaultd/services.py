@@ -23,7 +23,7 @@ from vaultd.errors import WriteError
 from vaultd.model import AnthropicModel, Model, NoKeyModel, credentials_problem
 from vaultd.runner import Effects, ModelSlots
 from vaultd.sandbox import Sandbox, SandboxLimits
-from vaultd.writer import Recovery, Writer
+from vaultd.writer import Recovery, Writer, recovery_sentence
 
 log = logging.getLogger("vaultd.services")
 
@@ -99,7 +99,7 @@ def open_services(
     writer = Writer(vault, on_written=on_written)
     recovered = writer.recover()
     for item in recovered:
-        log.warning("journal: %s: %s %s", item.path, item.outcome, item.detail)
+        log.warning("journal: %s: %s", item.path, recovery_sentence(item.outcome, item.detail))
     problem = credentials_problem()
     cache: ResponseCache | None = None
     batches: Batches | None = None

@@ -16,16 +16,23 @@ What holds for one process holds for the run:
 * the output: the parent prints each note's line as its process reports it, then the totals.
 
 A child is ``python -m vaultd run VAULT --once --shard``: it reads the settings and its
-notes as one JSON document on stdin and writes one JSON line per note on stdout.
+notes as one JSON line on stdin and writes one JSON line per note on stdout.
+
+A child never outlives its parent (a ``kill -9`` of the ``--once`` run must not leave
+processes writing notes): the parent keeps the child's stdin open until the child has
+ended, and the child exits at once when it reads the end of it, which works everywhere;
+on Linux the kernel also kills it when the parent dies (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -39,6 +46,7 @@ from vaultd.errors import VaultdError
 
 MIN_NOTES_PER_PROCESS = 100
 MAX_AUTO_PROCESSES = 4
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _USAGE_FIELDS = [f.name for f in dataclasses.fields(Usage)]
 
 
@@ -138,18 +146,17 @@ def run(vault: Path, settings: Settings, groups: list[list[Path]],
     for group, limit in zip(groups, limits, strict=True):
         child_settings = settings.model_copy(update={"concurrency": limit, "processes": 1})
         document = {"settings": child_settings.model_dump(mode="json"),
-                    "paths": [str(p) for p in group]}
+                    "paths": [str(p) for p in group], "parent": os.getpid()}
         proc = subprocess.Popen(
             [sys.executable, "-m", "vaultd", *log_level, "run", str(vault), "--once", "--shard"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": _package_root(os.environ.get("PYTHONPATH"))},
         )
         assert proc.stdin is not None
-        try:
-            proc.stdin.write(json.dumps(document).encode("utf-8"))
+        try:  # stdin stays open while the child runs: its end tells the child we are gone
+            proc.stdin.write(json.dumps(document).encode("utf-8") + b"\n")
+            proc.stdin.flush()
         except BrokenPipeError:  # it ended at once: its notes are reported missing below
-            pass
-        finally:
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.close()
         children.append((proc, group))
@@ -178,6 +185,9 @@ def run(vault: Path, settings: Settings, groups: list[list[Path]],
                 on_result(note, sum(in_flight))
         stdout.close()
         code = proc.wait()
+        if proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
         drain.join()
         stderr_pipe.close()
         stderr = b"".join(errors).decode("utf-8", "replace").strip()
@@ -216,14 +226,45 @@ def _package_root(current: str | None) -> str:
 
 
 def read_assignment(stream: IO[bytes]) -> tuple[Settings, list[Path]]:
-    """The settings and notes a parent gave this process."""
+    """The settings and notes a parent gave this process; from then on this process ends
+    when its parent does (see the module's docstring)."""
     try:
-        document = json.loads(stream.read())
+        document = json.loads(stream.readline())
         settings = Settings.model_validate(document["settings"])
         paths = [Path(p) for p in document["paths"]]
+        parent = int(document.get("parent", os.getppid()))
     except (ValueError, KeyError, TypeError) as exc:
         raise VaultdError(f"--shard: cannot read the notes to run from stdin: {exc}") from exc
+    die_with_parent(parent, stream)
     return settings, paths
+
+
+def die_with_parent(parent: int, stream: IO[bytes]) -> None:
+    """End this process as soon as ``parent`` has ended: at once if it already has, when
+    ``stream`` (the parent's end of a pipe) reaches its end, and on Linux by the kernel."""
+    _kill_me_with_my_parent()
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while stream.read(65536):
+                pass
+        os._exit(1)  # the parent is gone: whatever is left to do is left Pending
+
+    threading.Thread(target=watch, name="vaultd-parent", daemon=True).start()
+
+
+def _kill_me_with_my_parent() -> None:
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)`` where there is one (Linux); else nothing.
+
+    The kernel sends it when the thread that started this process ends: :func:`run` starts
+    the children from the thread that waits for them, which ends only with the run."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def report_line(path: Path, status: str, summary: str, usage: Usage, in_flight: int) -> str:

@@ -55,6 +55,27 @@ def find_vault(path: Path) -> Path | None:
     return None
 
 
+def state_folder_problem(folder: Path) -> str | None:
+    """What is wrong with ``folder/.vaultd`` when something that is not a folder is there
+    (vaultd keeps its settings, journal and cache in it); None when it is a folder or
+    there is nothing."""
+    path = folder / ".vaultd"
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):  # (``folder`` is a note: no folder)
+        if not os.path.islink(path):
+            return None
+        what = "a symbolic link to nothing"
+    except OSError as exc:
+        return f"{path}: cannot be read: {exc.strerror}"
+    else:
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        what = "a file"
+    return (f"{path} is {what}, where vaultd needs a folder (for its config.toml, journal "
+            "and cache): move it away or rename it")
+
+
 def is_note_path(vault: Path, path: Path) -> bool:
     """Whether ``path`` (inside ``vault``) names a note by its place and name."""
     try:

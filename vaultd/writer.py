@@ -114,6 +114,20 @@ class Recovery:
     detail: str
 
 
+_RECOVERED = {
+    "completed": "an interrupted write was finished",
+    "already_done": "an interrupted write had been made already",
+    "left_alone": "an interrupted write was not applied",
+    "missing": "an interrupted write was dropped",
+    "bad_entry": "an unusable journal entry was cleared",
+}
+
+
+def recovery_sentence(outcome: Outcome, detail: str) -> str:
+    """What recovery did to one entry, as the log says it: one plain sentence."""
+    return f"{_RECOVERED[outcome]}: {detail}"
+
+
 @dataclass(frozen=True)
 class _Entry:
     rel: str
@@ -360,7 +374,7 @@ class Writer:
             entry = None
         if entry is not None:
             outcome, detail, keep = self._recover_one(vault_real, entry)
-            log.warning("journal: %s: %s %s", path, outcome, detail)
+            log.warning("journal: %s: %s", path, recovery_sentence(outcome, detail))
             if keep:
                 raise WriteError(f"{path}: an earlier write is not finished: {detail}",
                                  transient=True)

@@ -8,7 +8,8 @@ this module does not import quickjs; only :func:`main` does.
 Protocol: every message either way is one *frame*: a 16-byte header (the magic ``vjs1``,
 a 64-bit request id and a 32-bit length, big-endian) and that many bytes of JSON.
 
-* On start the worker sends frame 0, ``{"ready": true}`` (or ``{"fatal": "..."}`` and exits).
+* On start the worker sends frame 0, ``{"ready": true, "missing": [...]}`` (what it could
+  not confine, in words: the parent logs it once) or ``{"fatal": "..."}`` and exits.
 * Each request is ``{"logic": str, "input": any, "params": object, "time_limit": float,
   "memory_limit": int, "max_result_bytes": int}``, numbered by the parent from 1.
 * Each reply carries its request's id and is ``{"ok":true,"retire":false,"result":<value>}``
@@ -632,12 +633,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     meter = _Meter()
     try:
-        confine(memory_limit, time_limit)
+        missing = confine(memory_limit, time_limit)
     except (OSError, ValueError) as exc:
         _write_all(out_fd, frame(0, json.dumps({"fatal": f"cannot confine: {exc}"}).encode()))
         return 1
     meter.base = meter.peak()
-    _write_all(out_fd, frame(0, b'{"ready": true}'))
+    _write_all(out_fd, frame(0, json.dumps({"ready": True, "missing": missing}).encode()))
 
     keep: list[Any] = []
     served = 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
 import signal
@@ -51,6 +52,9 @@ from vaultd._sandbox_child import (
 from vaultd.errors import SandboxError
 
 __all__ = ["JSONValue", "Sandbox", "SandboxLimits"]
+
+log = logging.getLogger("vaultd.sandbox")
+_warned: set[str] = set()  # what a worker could not confine, said once per process
 
 JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
 
@@ -287,6 +291,10 @@ def _start_worker(limits: SandboxLimits) -> _Worker:
         worker.kill()
         raise
     if isinstance(hello, dict) and hello.get("ready") is True:
+        for missing in hello.get("missing") or ():
+            if isinstance(missing, str) and missing not in _warned:
+                _warned.add(missing)
+                log.warning("JavaScript workers run with %s", one_line(missing))
         return worker
     worker.kill()
     reason = hello.get("fatal") if isinstance(hello, dict) else None

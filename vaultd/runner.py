@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from vaultd.cost import Price, Usage
 from vaultd.errors import MeasureError
@@ -32,7 +32,8 @@ class Deferred(Exception):
 
 
 class Sandbox(Protocol):
-    def run(self, logic: str, input: Any, params: Mapping[str, Any]) -> Any: ...
+    def submit(self, logic: str, input: Any, params: Mapping[str, Any], *,
+               key: Hashable) -> Future[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -81,12 +82,30 @@ class Effects:
 def evaluate(
     measure: Measure, value: Any, effects: Effects, choice: ModelChoice
 ) -> Outcome:
-    """One measure over its input value. Never raises for the measure's own failures."""
+    """One ai measure over its input value. Never raises for the measure's own failures."""
     try:
-        if measure.type == "programmatic":
-            assert measure.logic is not None
-            return Success(effects.sandbox.run(measure.logic, value, measure.params))
         return _ask(measure, value, effects, choice)
+    except MeasureError as exc:
+        return Failure(str(exc))
+
+
+def start(measure: Measure, value: Any, effects: Effects, choice: ModelChoice,
+          note: Hashable) -> Future[Any]:
+    """One measure, started: an ai measure on the threads (its future holds its outcome),
+    a programmatic one in the sandbox, in the turn of ``note`` (its future holds the
+    value): a note's JavaScript waits behind its own, not behind every other note's."""
+    if measure.type == "programmatic":
+        assert measure.logic is not None
+        return effects.sandbox.submit(measure.logic, value, measure.params, key=note)
+    return effects.executor.submit(evaluate, measure, value, effects, choice)
+
+
+def outcome_of(measure: Measure, future: Future[Any]) -> Outcome:
+    """What a finished :func:`start` came to; :class:`Deferred` if the model deferred it."""
+    if measure.type != "programmatic":
+        return cast(Outcome, future.result())
+    try:
+        return Success(future.result())
     except MeasureError as exc:
         return Failure(str(exc))
 
@@ -165,8 +184,9 @@ def run_plan(
     """
     outcomes: dict[str, Outcome] = dict(known)
     waiting = {m.id: set(plan.depends_on[m.id]) for m in plan.measures}
-    running: dict[Future[Outcome], str] = {}
+    running: dict[Future[Any], Measure] = {}
     started: set[str] = set()
+    note = object()  # this run's turn in the sandbox
 
     def settle(measure_id: str, outcome: Outcome) -> None:
         outcomes[measure_id] = outcome
@@ -189,26 +209,27 @@ def run_plan(
                     progressed = True
                     continue
                 value = _input_value(measure, outcomes)
-                future = effects.executor.submit(evaluate, measure, value, effects, choice)
-                running[future] = measure.id
+                running[start(measure, value, effects, choice, note)] = measure
                 started.add(measure.id)
 
     start_ready()
     while running:
         done, _ = wait(running, timeout=tick, return_when=FIRST_COMPLETED)
         for future in done:
-            measure_id = running.pop(future)
+            measure = running.pop(future)
             try:
-                outcome = future.result()
+                outcome = outcome_of(measure, future)
             except Deferred:  # answered in a later round; what reads it waits too
                 continue
             except Exception as exc:  # a bug, not a measure failure: still only this measure
                 outcome = Failure(f"internal error: {type(exc).__name__}: {exc}")
-            settle(measure_id, outcome)
+            settle(measure.id, outcome)
         on_tick()
         if should_stop():  # what is still running is abandoned; its note is left for later
             break
         start_ready()
+    for future in running:  # what has not started yet never will
+        future.cancel()
     return {m.id: outcomes[m.id] for m in plan.measures if m.id in outcomes}
 
 

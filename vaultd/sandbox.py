@@ -13,31 +13,49 @@ main thread), sends it the request on a pipe and waits at most ``time_limit`` pl
 period for the answer. A worker that hangs is killed; one that crashes is reaped; either
 way it is replaced on demand, and the call raises :class:`~vaultd.errors.SandboxError`.
 One found dead before it is lent (killed while idle) is reaped and replaced, unused.
+Requests and replies are numbered frames (see :mod:`vaultd._sandbox_child`): a reply that
+is not the one awaited, or comes with anything after it, kills the worker and fails that
+call; it is never taken as a result.
 
 :class:`Sandbox` is safe to call from many threads at once: up to ``workers`` requests run
-in parallel and the rest wait for a worker to come free.
+in parallel and the rest wait for a worker to come free. :meth:`Sandbox.submit` queues a
+request under a key (a note) instead: the queues are served in turn, one request each, so
+a note with many slow measures delays another note by at most one request per worker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
+import signal
 import subprocess
-import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Hashable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, cast
 
-from vaultd._sandbox_child import one_line, time_limit_message
+from vaultd._sandbox_child import (
+    FRAME_HEADER,
+    FRAME_MAGIC,
+    command,
+    frame,
+    one_line,
+    time_limit_message,
+)
 from vaultd.errors import SandboxError
 
 __all__ = ["JSONValue", "Sandbox", "SandboxLimits"]
+
+log = logging.getLogger("vaultd.sandbox")
+_warned: set[str] = set()  # what a worker could not confine, said once per process
 
 JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
 
@@ -80,39 +98,40 @@ class _BadReply(Exception):
     """The worker said something that is not the protocol."""
 
 
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
-
-
-def _child_env() -> dict[str, str]:
-    """The parent's environment without its secrets (the API key above all: a worker has no
-    use for it), with vaultd's own directory first on PYTHONPATH."""
+def _root() -> str:
+    """The directory vaultd's package is in: first on a worker's path."""
     import vaultd
 
-    root = str(Path(vaultd.__file__).resolve().parent.parent)
-    env = {name: value for name, value in os.environ.items()
-           if not name.upper().startswith("ANTHROPIC_")
-           and not any(word in name.upper() for word in _SECRET_WORDS)}
-    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
-    env["PYTHONPATH"] = os.pathsep.join([root, *rest])
-    return env
+    return str(Path(vaultd.__file__).resolve().parent.parent)
+
+
+# What a worker's end means, in words, by the signal that ended it.
+_SIGNAL_WORDS: dict[int, str] = {
+    signal.SIGKILL: "the JavaScript worker was killed",
+    signal.SIGSEGV: "the JavaScript worker crashed (out of memory?)",
+    signal.SIGBUS: "the JavaScript worker crashed (out of memory?)",
+    signal.SIGABRT: "the JavaScript worker crashed (out of memory?)",
+    signal.SIGALRM: "the JavaScript worker ran past its time limit and stopped itself",
+    signal.SIGXCPU: "the JavaScript worker used up its CPU time",
+    signal.SIGSYS: "the JavaScript worker made a forbidden system call and was stopped",
+}
 
 
 class _Worker:
     """One worker process and the parent's ends of its pipes. Not thread-safe by itself:
     one thread uses a worker at a time, except :meth:`signal_kill`, which any thread may call."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: SandboxLimits) -> None:
         try:
             self._proc = subprocess.Popen(
-                # -P: do not put the current directory on sys.path, so nothing in the
-                # directory vaultd runs from can stand in for quickjs or vaultd.
-                [sys.executable, "-P", "-m", "vaultd._sandbox_child"],
+                command(_root(), limits.memory_limit, limits.time_limit),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                env=_child_env(),
+                env={},  # nothing of the parent's: no key, no paths, no settings
                 bufsize=0,
                 close_fds=True,
+                pass_fds=(),
                 start_new_session=True,
             )
         except OSError as exc:
@@ -125,6 +144,7 @@ class _Worker:
         self._buffer = bytearray()
         self._lock = threading.Lock()
         self._done = False
+        self._last_id = 0
         self.pid = self._proc.pid
 
     # -- talking -----------------------------------------------------------------------
@@ -152,16 +172,10 @@ class _Worker:
                 raise _Crashed from exc
             view = view[written:]
 
-    def read_line(self, deadline: float, max_bytes: int) -> bytes:
+    def _fill(self, size: int, deadline: float) -> None:
+        """Read until the buffer holds at least ``size`` bytes."""
         fd = self._stdout.fileno()
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                return line
-            if len(self._buffer) > max_bytes:
-                raise _BadReply("the reply is too long")
+        while len(self._buffer) < size:
             self._wait_for(fd, select.POLLIN, deadline)
             try:
                 chunk = os.read(fd, _READ_CHUNK)
@@ -171,11 +185,29 @@ class _Worker:
                 raise _Crashed
             self._buffer += chunk
 
+    def read_frame(self, request_id: int, deadline: float, max_bytes: int) -> bytes:
+        """The body of the reply to ``request_id``; :class:`_BadReply` for anything else."""
+        self._fill(FRAME_HEADER.size, deadline)
+        magic, got_id, size = FRAME_HEADER.unpack_from(self._buffer)
+        if magic != FRAME_MAGIC:
+            raise _BadReply("it sent something that is not a reply")
+        if got_id != request_id:
+            raise _BadReply(f"it answered request {got_id} when {request_id} was asked")
+        if size > max_bytes:
+            raise _BadReply("the reply is too long")
+        self._fill(FRAME_HEADER.size + size, deadline)
+        body = bytes(self._buffer[FRAME_HEADER.size: FRAME_HEADER.size + size])
+        del self._buffer[: FRAME_HEADER.size + size]
+        if self._buffer:
+            raise _BadReply("it sent more than one reply")
+        return body
+
     def request(self, payload: bytes, deadline: float, max_bytes: int) -> dict[str, Any]:
-        self._write_all(payload, deadline)
-        line = self.read_line(deadline, max_bytes)
+        self._last_id += 1
+        self._write_all(frame(self._last_id, payload), deadline)
+        body = self.read_frame(self._last_id, deadline, max_bytes)
         try:
-            reply = json.loads(line)  # RecursionError for a result nested too deeply
+            reply = json.loads(body)  # RecursionError for a result nested too deeply
         except ValueError as exc:
             raise _BadReply("the reply is not JSON") from exc
         if not isinstance(reply, dict):
@@ -191,11 +223,18 @@ class _Worker:
     def crash_message(self) -> str:
         """Why the worker ended, once it has been reaped by :meth:`kill` or :meth:`retire`."""
         code = self._proc.returncode
-        if code is None:
-            return "sandbox worker crashed"
+        if code is None or code == 0:
+            return "the JavaScript worker stopped unexpectedly"
         if code < 0:
-            return f"sandbox worker crashed (signal {-code})"
-        return f"sandbox worker crashed (exit code {code})"
+            words = _SIGNAL_WORDS.get(-code)
+            if words:
+                return words
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"the JavaScript worker crashed ({name})"
+        return f"the JavaScript worker stopped unexpectedly (exit code {code})"
 
     def _close_pipes(self) -> None:
         for pipe in (self._stdin, self._stdout):
@@ -238,12 +277,12 @@ class _Worker:
             self._close_pipes()
 
 
-def _start_worker() -> _Worker:
+def _start_worker(limits: SandboxLimits) -> _Worker:
     """A new worker that has said it is ready, or :class:`SandboxError`."""
-    worker = _Worker()
+    worker = _Worker(limits)
     try:
-        line = worker.read_line(time.monotonic() + SPAWN_TIMEOUT_SECONDS, _REPLY_OVERHEAD)
-        hello = json.loads(line)
+        body = worker.read_frame(0, time.monotonic() + SPAWN_TIMEOUT_SECONDS, _REPLY_OVERHEAD)
+        hello = json.loads(body)
     except _TimedOut:
         worker.kill()
         raise SandboxError("the sandbox worker did not start in time") from None
@@ -257,6 +296,10 @@ def _start_worker() -> _Worker:
         worker.kill()
         raise
     if isinstance(hello, dict) and hello.get("ready") is True:
+        for missing in hello.get("missing") or ():
+            if isinstance(missing, str) and missing not in _warned:
+                _warned.add(missing)
+                log.warning("JavaScript workers run with %s", one_line(missing))
         return worker
     worker.kill()
     reason = hello.get("fatal") if isinstance(hello, dict) else None
@@ -269,8 +312,9 @@ class _Pool:
     """The workers and their bookkeeping, apart from :class:`Sandbox` so that a finalizer
     can stop them without keeping the Sandbox alive."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, limits: SandboxLimits) -> None:
         self.size = size
+        self.limits = limits  # what new workers are sized for
         self.cond = threading.Condition()
         self.idle: list[_Worker] = []  # alive, waiting for a request
         self.live: set[_Worker] = set()  # alive: idle or lent out
@@ -294,7 +338,7 @@ class _Pool:
                     break
                 self.cond.wait()
         try:
-            worker = _start_worker()
+            worker = _start_worker(self.limits)
         except BaseException:
             with self.cond:
                 self.starting -= 1
@@ -345,6 +389,130 @@ class _Pool:
                 self.cond.wait(remaining)
 
 
+def _run(pool: _Pool, logic: str, input: JSONValue, params: Mapping[str, JSONValue],
+         limits: SandboxLimits) -> JSONValue:
+    """One request on a worker of ``pool``: :meth:`Sandbox.run`."""
+    payload = _encode(logic, input, params, limits)
+    worker = pool.acquire()
+    outcome = "kill"
+    try:
+        deadline = time.monotonic() + limits.time_limit + GRACE_SECONDS
+        try:
+            reply = worker.request(payload, deadline, limits.max_result_bytes + _REPLY_OVERHEAD)
+        except _TimedOut:
+            raise SandboxError(time_limit_message(limits.time_limit)) from None
+        except _Crashed:
+            outcome = "retire"  # it is gone already: just reap it
+            worker.retire()
+            if pool.closed:
+                raise SandboxError("the sandbox was closed while the measure ran") from None
+            raise SandboxError(worker.crash_message()) from None
+        except _BadReply as exc:  # killed below, never asked again
+            raise SandboxError(one_line(
+                f"the JavaScript worker broke the protocol ({exc}) and was replaced")) from None
+        except RecursionError:
+            raise SandboxError("result is nested too deeply") from None
+        outcome = "reuse" if reply.get("retire") is False else "retire"
+        return _result(reply)
+    finally:
+        pool.release(worker, outcome)
+
+
+@dataclass
+class _Job:
+    future: Future[JSONValue]
+    logic: str
+    input: JSONValue
+    params: Mapping[str, JSONValue]
+    limits: SandboxLimits
+
+
+class _Turns:
+    """Requests waiting for a worker, one queue per key, the keys served in turn: a free
+    worker takes the next request of the key with the fewest requests running and, among
+    those, the one served longest ago (a key with none running is served first). So a key
+    that comes with one request waits for at most the requests already running, however
+    many another key has queued. As many threads serve the queues as there are workers,
+    started when first needed."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.cond = threading.Condition()
+        self.queues: dict[Hashable, deque[_Job]] = {}  # keys with requests waiting
+        self.running: dict[Hashable, int] = {}  # requests being served, by key
+        self.served: dict[Hashable, int] = {}  # when each key last had its turn
+        self.turn = 0
+        self.threads: list[threading.Thread] = []
+        self.closed = False
+
+    def put(self, key: Hashable, job: _Job) -> None:
+        with self.cond:
+            if self.closed:
+                raise SandboxError("the sandbox is closed")
+            self.queues.setdefault(key, deque()).append(job)
+            if len(self.threads) < self.pool.size:
+                thread = threading.Thread(target=self._serve, name="vaultd-javascript",
+                                          daemon=True)
+                thread.start()
+                self.threads.append(thread)
+            self.cond.notify()
+
+    def _forget(self, key: Hashable) -> None:
+        """Once a key has nothing waiting or running, its next request is served first."""
+        if key not in self.queues and key not in self.running:
+            self.served.pop(key, None)
+
+    def _take(self) -> tuple[Hashable, _Job] | None:
+        with self.cond:
+            while not self.closed:
+                while self.queues:
+                    key = min(self.queues, key=lambda k: (self.running.get(k, 0),
+                                                          self.served.get(k, -1)))
+                    queue = self.queues[key]
+                    job = queue.popleft()
+                    if not queue:
+                        del self.queues[key]
+                    if job.future.set_running_or_notify_cancel():
+                        self.running[key] = self.running.get(key, 0) + 1
+                        self.turn += 1
+                        self.served[key] = self.turn
+                        return key, job
+                    self._forget(key)
+                self.cond.wait()
+            return None
+
+    def _serve(self) -> None:
+        while (taken := self._take()) is not None:
+            key, job = taken
+            try:
+                result = _run(self.pool, job.logic, job.input, job.params, job.limits)
+            except Exception as exc:  # a measure's error, or a bug: the caller's to see
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)
+            finally:
+                with self.cond:
+                    self.running[key] -= 1
+                    if not self.running[key]:
+                        del self.running[key]
+                    self._forget(key)
+
+    def shutdown(self) -> None:
+        with self.cond:
+            self.closed = True
+            waiting = [job for queue in self.queues.values() for job in queue]
+            self.queues.clear()
+            self.cond.notify_all()
+        for job in waiting:
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(SandboxError("the sandbox is closed"))
+
+
+def _shutdown(turns: _Turns, pool: _Pool) -> None:
+    turns.shutdown()
+    pool.shutdown()
+
+
 class Sandbox:
     """A pool of QuickJS worker processes. Use as a context manager, or call :meth:`close`."""
 
@@ -352,9 +520,10 @@ class Sandbox:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers!r}")
         self._limits = limits
-        self._pool = _Pool(workers)
+        self._pool = _Pool(workers, limits)
+        self._turns = _Turns(self._pool)
         # Stops the workers if the Sandbox is dropped without close(), and at exit.
-        self._finalizer = weakref.finalize(self, self._pool.shutdown)
+        self._finalizer = weakref.finalize(self, _shutdown, self._turns, self._pool)
 
     @property
     def limits(self) -> SandboxLimits:
@@ -379,30 +548,23 @@ class Sandbox:
         Raises :class:`SandboxError` with a one-line message for anything that goes wrong:
         a JavaScript error, the time or memory limit, a result too large, a worker crash.
         """
-        limits = limits or self._limits
-        payload = _encode(logic, input, params, limits)
-        worker = self._pool.acquire()
-        outcome = "kill"
-        try:
-            deadline = time.monotonic() + limits.time_limit + GRACE_SECONDS
-            try:
-                reply = worker.request(payload, deadline, limits.max_result_bytes + _REPLY_OVERHEAD)
-            except _TimedOut:
-                raise SandboxError(time_limit_message(limits.time_limit)) from None
-            except _Crashed:
-                outcome = "retire"  # it is gone already: just reap it
-                worker.retire()
-                if self._pool.closed:
-                    raise SandboxError("the sandbox was closed while the measure ran") from None
-                raise SandboxError(worker.crash_message()) from None
-            except _BadReply as exc:
-                raise SandboxError(f"the sandbox worker misbehaved: {exc}") from None
-            except RecursionError:
-                raise SandboxError("result is nested too deeply") from None
-            outcome = "reuse" if reply.get("retire") is False else "retire"
-            return _result(reply)
-        finally:
-            self._pool.release(worker, outcome)
+        return _run(self._pool, logic, input, params, limits or self._limits)
+
+    def submit(
+        self,
+        logic: str,
+        input: JSONValue,
+        params: Mapping[str, JSONValue],
+        *,
+        key: Hashable,
+        limits: SandboxLimits | None = None,
+    ) -> Future[JSONValue]:
+        """:meth:`run` later, in ``key``'s turn: requests under one key (one note's
+        measures) wait behind one another, not behind every other key's. The future holds
+        the result or the :class:`SandboxError`; cancelling it before it starts drops it."""
+        future: Future[JSONValue] = Future()
+        self._turns.put(key, _Job(future, logic, input, params, limits or self._limits))
+        return future
 
     def close(self) -> None:
         """Stop every worker and reap it. Idempotent; later calls to :meth:`run` fail."""
@@ -418,7 +580,7 @@ class Sandbox:
 def _encode(
     logic: str, input: JSONValue, params: Mapping[str, JSONValue], limits: SandboxLimits
 ) -> bytes:
-    """The request line for a worker, or :class:`SandboxError` if it cannot be JSON."""
+    """The request for a worker, or :class:`SandboxError` if it cannot be JSON."""
     if not isinstance(logic, str):
         raise SandboxError("the logic is not a string")
     if not isinstance(params, Mapping):
@@ -435,7 +597,7 @@ def _encode(
         text = json.dumps(request, ensure_ascii=True, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise SandboxError(one_line(f"the input or params are not JSON: {exc}")) from None
-    return text.encode("ascii") + b"\n"
+    return text.encode("ascii")
 
 
 def _result(reply: dict[str, Any]) -> JSONValue:

@@ -14,6 +14,7 @@ than one.
 from __future__ import annotations
 
 import json
+import json.scanner
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -203,7 +204,7 @@ def _first_value(text: str) -> tuple[int, int] | None:
     return None
 
 
-_SCAN = _DECODER.scan_once
+_SCAN = json.scanner.make_scanner(_DECODER)  # the C scanner: a value from an index
 
 
 def _is_json(text: str, entry: _Open, end: int) -> bool:

@@ -14,9 +14,9 @@ than one.
 from __future__ import annotations
 
 import json
-import json.scanner
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,7 +204,8 @@ def _first_value(text: str) -> tuple[int, int] | None:
     return None
 
 
-_SCAN = json.scanner.make_scanner(_DECODER)  # the C scanner: a value from an index
+# the C scanner under raw_decode: a value read from an index, without its checks around it
+_SCAN: Callable[[str, int], tuple[Any, int]] = getattr(_DECODER, "scan_once")  # noqa: B009
 
 
 def _is_json(text: str, entry: _Open, end: int) -> bool:

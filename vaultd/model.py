@@ -19,6 +19,7 @@ vaultd retries by itself rather than through the SDK (whose client is built with
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import os
 import random
@@ -586,9 +587,13 @@ class AnthropicModel:
         finally:
             self._settle(probe, accepted=accepted, refused=refused)
         try:
-            return _read_message(message, str(params.get("model", "")))
+            reply = _read_message(message, str(params.get("model", "")))
         except ValueError as exc:
             return _Failure(f"{MALFORMED}: {exc}")
+        # a server (or proxy) that echoes the request's headers must not put the key into a
+        # note, its properties or the response cache
+        return dataclasses.replace(reply, text=redact(reply.text, self._secrets),
+                                   model=redact(reply.model, self._secrets))
 
     def _status_failure(self, exc: anthropic.APIStatusError) -> _Failure:
         headers = exc.response.headers

@@ -14,8 +14,9 @@ import pytest
 from vaultd.reply import read_reply
 
 from .conftest import run_cli
-from .fakeapi import FakeMessagesAPI, Request
+from .fakeapi import FakeMessagesAPI, Reply, Request
 from .notes import note_with_measures
+from .test_model import free_port
 
 # -- the reply parser is linear (issue 12, item 9) -------------------------------------------
 
@@ -96,3 +97,22 @@ def test_a_key_echoed_in_a_reply_is_in_no_file_of_the_vault(
         for form in (ECHO_KEY, ECHO_KEY[12:]):
             assert form.encode() not in data, f"the key is in {path}"
     assert ECHO_KEY not in ran.out + ran.err
+
+
+# -- a redirect to a closed port names the address that refused (issue 12, item 16) ---------
+
+
+def test_a_redirect_to_a_closed_port_names_the_address_that_refused(
+    vault: Path, api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/v1/messages"
+    api.default = Reply(status=307, headers={"location": closed})
+    monkeypatch.setenv("VAULTD_MODEL_RETRIES", "0")
+    note = vault / "n.md"
+    note.write_text(note_with_measures(["* ---", "  * id: a", "  * type: ai", "  * prompt: A"]),
+                    encoding="utf-8")
+    ran = run_cli("run", str(vault), "--once", capsys=capsys)
+    assert ran.code == 1
+    assert (f"cannot reach the model API at {api.url}: it redirected to {closed}: "
+            "connection refused") in ran.out + ran.err + note.read_text(encoding="utf-8")

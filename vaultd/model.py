@@ -355,6 +355,25 @@ def _connection_cause(exc: BaseException) -> str:
     return text[:1].lower() + text[1:]
 
 
+def _redirected_to(exc: BaseException, base_url: str) -> str | None:
+    """The URL a failed connection was for, when a redirect took it away from ``base_url``.
+
+    The SDK's error names the request it made; httpx's error under it, the request that
+    failed (the last of the redirects it followed)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc.__cause__ or exc.__context__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        try:
+            url = str(current.request.url)  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # httpx raises RuntimeError for "no request"
+            current = current.__cause__ or current.__context__
+            continue
+        origin = base_url.rstrip("/")
+        return None if url == origin or url.startswith(origin + "/") else url
+    return None
+
+
 MALFORMED = "the model API sent a malformed reply"
 
 
@@ -579,7 +598,11 @@ class AnthropicModel:
                 return _Failure(f"the model API did not answer within {self.timeout:g} s", True)
             except anthropic.APIConnectionError as exc:
                 cause = _connection_cause(exc)
-                return _Failure(f"cannot reach the model API at {self.base_url}: {cause}", True)
+                where = self.base_url
+                elsewhere = _redirected_to(exc, where)
+                if elsewhere:  # the SDK follows redirects: name the address that failed
+                    cause = f"it redirected to {elsewhere}: {cause}"
+                return _Failure(f"cannot reach the model API at {where}: {cause}", True)
             except anthropic.AnthropicError as exc:
                 return _Failure(f"model request failed: {_one_line(str(exc))}")
             except ValueError:  # the SDK's json.loads of a 200 reply's body

@@ -57,6 +57,9 @@ class BatchModel:
             self._wanted[key] = params
         raise Deferred
 
+    def unavailable(self) -> str | None:
+        return None  # a batch that cannot be submitted fails its requests, as it says
+
     def take_wanted(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             wanted, self._wanted = self._wanted, {}

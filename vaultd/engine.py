@@ -27,6 +27,7 @@ from vaultd.cost import Price, Usage
 from vaultd.errors import (
     FormatError,
     MeasureError,
+    ModelUnavailable,
     NoteReadError,
     Problem,
     WriteConflict,
@@ -55,7 +56,8 @@ from vaultd.writer import Writer
 
 log = logging.getLogger("vaultd.engine")
 
-Status = Literal["done", "error", "not_pending", "unreadable", "gone", "left_alone", "deferred"]
+Status = Literal["done", "error", "not_pending", "unreadable", "gone", "left_alone", "deferred",
+                 "waiting"]
 DEFERRED = Skipped("deferred to a batch")  # the answer, when a batch will write it
 RUNNABLE = ("pending", "processing")
 MAX_RESTARTS = 5
@@ -94,6 +96,13 @@ class EngineOptions:
 
 class _Restart(Exception):
     """The note's query, answer or measures changed under a run: start over."""
+
+
+class _Waiting(Exception):
+    """The model cannot be asked at all: the note is left as it was, to run later."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
 
 
 class _Stop(Exception):
@@ -289,6 +298,8 @@ class Engine:
                 return NoteResult(path, stop.result, stop.summary)
             except NoteReadError as exc:
                 return NoteResult(path, "unreadable", str(exc))
+            except _Waiting as waiting:
+                return NoteResult(path, "waiting", waiting.why)
             except WriteError as exc:
                 return NoteResult(path, "error", f"could not write the note: {exc}",
                                   transient=exc.transient)
@@ -310,6 +321,23 @@ class Engine:
                                    error=error_callout(lines), results=None))
             return NoteResult(path, "error", summary)
         session.plan = checked.plan
+        # A note that asks the model when no request can be made (no key, a refused key, the
+        # API unreachable) waits, untouched: its results so far stay as they are.
+        asks_model = any(m.type == "ai" for m in checked.plan.measures) or not (
+            checked.answer or "").strip()
+        if asks_model:
+            why = self.effects.model.unavailable()
+            if why:
+                raise _Waiting(why)
+        try:
+            return self._run(session, checked, should_stop)
+        except ModelUnavailable as exc:  # found out while it ran: undo what it wrote
+            session.restore()
+            raise _Waiting(str(exc)) from exc
+
+    def _run(self, session: _Session, checked: Checked,
+             should_stop: Callable[[], bool]) -> NoteResult:
+        path = session.path
         if self.options.announce_at_start:
             session.commit(session.live_changes())
         overrides = checked.overrides
@@ -404,6 +432,8 @@ class Engine:
                     return None
             except Deferred:
                 return DEFERRED
+            except ModelUnavailable:
+                raise
             except MeasureError as exc:
                 return Failure(f"could not generate the answer: {exc}")
             except Exception as exc:  # a bug, not a model failure: still only this note
@@ -458,6 +488,7 @@ class _Session:
         self.engine = engine
         self.path = path
         self.data = data
+        self.original = data  # as it was read: what :meth:`restore` puts back
         self._note: Note | None = note
         self._text: str | None = None
         self.print = fingerprint(note)
@@ -522,6 +553,19 @@ class _Session:
                 self.print = fingerprint(self.note)
             return
         raise WriteError(f"{self.path}: the note kept changing; gave up writing")
+
+    def restore(self) -> None:
+        """Put the note back as it was read, if this run wrote it; an edit of the user's since
+        is kept, with vaultd's Status back at ``Pending``."""
+        if self.data == self.original:
+            return
+        try:
+            self.engine.writer.write(self.path, self.data, self.original)
+        except WriteConflict as conflict:
+            self._reload(conflict.current)
+            self.commit(Changes(status="Pending"))
+            return
+        self.data, self._text, self._note = self.original, None, None
 
     def _reload(self, current: bytes | None) -> None:
         if current is None:

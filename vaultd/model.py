@@ -13,16 +13,21 @@ vaultd retries by itself rather than through the SDK (whose client is built with
 * a :class:`RateGate` shared by all threads reads the ``anthropic-ratelimit-*`` headers of every
   reply and holds new requests while a limit is (nearly) used up, until it resets; a pause the
   API asks for in a ``retry-after`` is waited out by every thread, not only the one refused;
-* a refused key (401) is remembered: later calls fail at once, and until the API has accepted
-  the key once, only one request is in flight, so a bad key costs exactly one request.
+* a refused key (401), or an API that cannot be connected to (after every retry), is an
+  outage: later calls fail at once with :class:`~vaultd.errors.ModelUnavailable` until a
+  back-off has passed (``outage_backoff`` seconds, doubling up to ``outage_cap``), then one
+  request finds out whether it is over; until the API has accepted the key once, only one
+  request is in flight, so a bad key costs exactly one request per back-off.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import email.utils
+import errno
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vaultd.errors import ModelError
+from vaultd.errors import ModelError, ModelUnavailable
 
 if TYPE_CHECKING:
     import anthropic
@@ -89,6 +94,11 @@ class Model(Protocol):
     """Anything that can answer a :class:`ModelRequest`."""
 
     def complete(self, request: ModelRequest) -> ModelReply: ...
+
+    def unavailable(self) -> str | None:
+        """Why no request can be made now (no key, a refused key, the API unreachable), or
+        None when one may be tried."""
+        ...
 
 
 def credentials_problem() -> str | None:
@@ -151,7 +161,10 @@ class NoKeyModel:
         self.problem = problem
 
     def complete(self, request: ModelRequest) -> ModelReply:
-        raise ModelError(self.problem)
+        raise ModelUnavailable(self.problem)
+
+    def unavailable(self) -> str | None:
+        return self.problem
 
 
 # -- rate-limit pacing ---------------------------------------------------------------------
@@ -374,6 +387,28 @@ def _redirected_to(exc: BaseException, base_url: str) -> str | None:
     return None
 
 
+_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                          errno.EADDRNOTAVAIL})
+
+
+def _cannot_connect(exc: BaseException) -> bool:
+    """Whether a connection error is a failure to connect at all (refused, no route, no such
+    host), which no request gets past, rather than one connection dropped midway."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return True
+        if isinstance(current, OSError) and current.errno in _UNREACHABLE:
+            return True
+        # httpx's ConnectError (the SDK's own httpx, whatever its package is called)
+        if any(cls.__name__ == "ConnectError" for cls in type(current).__mro__):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 MALFORMED = "the model API sent a malformed reply"
 
 
@@ -423,6 +458,7 @@ class _Failure:
     message: str
     retryable: bool = False
     pause: float | None = None  # the pause the API asked for (retry-after), if it did
+    outage: bool = False  # no request can get through (a refused key, no connection)
 
 
 class AnthropicModel:
@@ -434,6 +470,8 @@ class AnthropicModel:
     by every thread). ``timeout`` is seconds per HTTP attempt. ``gate`` paces all threads by
     the rate-limit headers (``headroom``: the fraction of a limit kept in reserve).
     ``attempts`` counts the HTTP requests made, ``retries`` those that were retries.
+    An outage (a refused key; no connection, after every retry) fails every call at once for
+    ``outage_backoff`` seconds, doubled at each outage in a row up to ``outage_cap``.
     """
 
     def __init__(
@@ -447,6 +485,8 @@ class AnthropicModel:
         headroom: float = 0.05,
         base_url: str | None = None,
         api_key: str | None = None,
+        outage_backoff: float = 60.0,
+        outage_cap: float = 900.0,
     ) -> None:
         self.max_retries = max(0, max_retries)
         self.timeout = timeout
@@ -468,8 +508,12 @@ class AnthropicModel:
         self._random = random.Random()
         self._lock = threading.Lock()  # the counters
         self._auth = threading.Condition()
-        self._auth_failed: str | None = None
-        self._auth_ok = False  # the API has accepted the key at least once
+        self.outage_backoff = outage_backoff
+        self.outage_cap = max(outage_cap, outage_backoff)
+        self._outage: str | None = None  # why no request can get through, while it lasts
+        self._outage_until = 0.0  # monotonic time when one request may try again
+        self._outage_pause = outage_backoff  # the next outage's length
+        self._auth_ok = False  # the API has accepted the key (since the last outage)
         self._probing = False  # a request is finding out whether it does
 
     @property
@@ -516,11 +560,16 @@ class AnthropicModel:
             if self.gate.closed:
                 raise ModelError(CLOSED)
             if not outcome.retryable:
-                raise ModelError(redact(outcome.message, self._secrets))
+                error = ModelUnavailable if outcome.outage else ModelError
+                raise error(redact(outcome.message, self._secrets))
             if retry >= self.max_retries:
                 attempts = retry + 1
                 suffix = f" — gave up after {_attempts(attempts)}" if attempts > 1 else ""
-                raise ModelError(redact(outcome.message + suffix, self._secrets))
+                message = redact(outcome.message + suffix, self._secrets)
+                if outcome.outage:
+                    self._begin_outage(message)
+                    raise ModelUnavailable(message)
+                raise ModelError(message)
             if outcome.pause is None:  # else the gate holds every thread for that pause
                 self.gate.sleep(self._backoff(retry))
             retry += 1
@@ -531,14 +580,34 @@ class AnthropicModel:
         ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** min(retry, 60))
         return self._random.uniform(0.0, ceiling)
 
-    # -- the key -------------------------------------------------------------------------
+    # -- the key, and outages ---------------------------------------------------------
+
+    def unavailable(self) -> str | None:
+        """Why no request can be made now (an outage in force), or None."""
+        with self._auth:
+            if self._outage and time.monotonic() < self._outage_until:
+                return self._outage
+            return None
+
+    def _begin_outage(self, message: str) -> None:
+        """No request gets through: fail every call at once until the back-off has passed."""
+        with self._auth:
+            if self._outage is None:  # one outage, however many calls met it at once
+                self._outage = message
+                self._outage_until = time.monotonic() + self._outage_pause
+                self._outage_pause = min(self.outage_cap, self._outage_pause * 2)
+            self._auth_ok = False
+            self._auth.notify_all()
 
     def _admit(self) -> bool:
         """Wait until this call may send; True when it is the one finding out about the key."""
         with self._auth:
             while True:
-                if self._auth_failed:  # a bad key fails once, not once per measure
-                    raise ModelError(self._auth_failed)
+                if self._outage:  # a bad key fails once, not once per measure
+                    if time.monotonic() < self._outage_until:
+                        raise ModelUnavailable(self._outage)
+                    self._outage = None  # the back-off is over: one request finds out
+                    self._auth_ok = False
                 if self.gate.closed:
                     raise ModelError(CLOSED)
                 if self._auth_ok:
@@ -552,11 +621,12 @@ class AnthropicModel:
         """Record what an attempt taught about the key, and let the next caller in."""
         if not (probe or accepted or refused):
             return
+        if refused:
+            self._begin_outage(refused)
         with self._auth:
-            if refused and not self._auth_failed:
-                self._auth_failed = refused
             if accepted:
                 self._auth_ok = True
+                self._outage_pause = self.outage_backoff
             if probe:
                 self._probing = False
             self._auth.notify_all()
@@ -590,7 +660,7 @@ class AnthropicModel:
                 if exc.status_code == 401:
                     refused = redact(f"the API key was refused (401): {_message(exc)}",
                                      self._secrets)
-                    return _Failure(refused)
+                    return _Failure(refused, outage=True)
                 # a 4xx other than 401 answers the request itself: the key got through
                 accepted = exc.status_code < 500
                 return self._status_failure(exc)
@@ -602,7 +672,8 @@ class AnthropicModel:
                 elsewhere = _redirected_to(exc, where)
                 if elsewhere:  # the SDK follows redirects: name the address that failed
                     cause = f"it redirected to {elsewhere}: {cause}"
-                return _Failure(f"cannot reach the model API at {where}: {cause}", True)
+                return _Failure(f"cannot reach the model API at {where}: {cause}", True,
+                                outage=_cannot_connect(exc))
             except anthropic.AnthropicError as exc:
                 return _Failure(f"model request failed: {_one_line(str(exc))}")
             except ValueError:  # the SDK's json.loads of a 200 reply's body

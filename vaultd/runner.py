@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vaultd.cost import Price, Usage
-from vaultd.errors import MeasureError
+from vaultd.errors import MeasureError, ModelUnavailable
 from vaultd.graph import Plan
 from vaultd.measures import Measure
 from vaultd.model import Model, ModelRequest
@@ -87,6 +87,8 @@ def evaluate(
             assert measure.logic is not None
             return Success(effects.sandbox.run(measure.logic, value, measure.params))
         return _ask(measure, value, effects, choice)
+    except ModelUnavailable:  # not this measure's failure: the whole note waits
+        raise
     except MeasureError as exc:
         return Failure(str(exc))
 
@@ -157,7 +159,8 @@ def run_plan(
     """Run every measure; ``known`` holds the outcomes of ``answer`` and ``query``.
 
     Measures whose model request was deferred, and those that read them, have no outcome
-    in what is returned.
+    in what is returned. When the model cannot be asked at all, :class:`ModelUnavailable`
+    is raised (what is still running is abandoned).
 
     ``on_result`` is called in this thread as each outcome arrives, ``on_tick`` at least
     every ``tick`` seconds while measures are running. When ``should_stop`` turns true no
@@ -202,6 +205,8 @@ def run_plan(
                 outcome = future.result()
             except Deferred:  # answered in a later round; what reads it waits too
                 continue
+            except ModelUnavailable:
+                raise
             except Exception as exc:  # a bug, not a measure failure: still only this measure
                 outcome = Failure(f"internal error: {type(exc).__name__}: {exc}")
             settle(measure_id, outcome)

@@ -319,6 +319,9 @@ class FakeMessagesAPI:
 
     def __init__(self, *, batch_delay: float = 0.0) -> None:
         self.default: Reply | str = "ok"
+        # when set, a message request with any other credential is refused (401), as the
+        # real API refuses a revoked key
+        self.accepted_keys: set[str] | None = None
         self.responder: Responder = self.match_rules
         self.batch_delay: float = batch_delay
         self.requests: list[Request] = []
@@ -511,6 +514,8 @@ class FakeMessagesAPI:
                 reply = Reply(status=400, text="model: Field required")
             elif body.get("stream"):
                 reply = Reply(status=400, text="fakeapi does not support streaming")
+            elif self.accepted_keys is not None and request.api_key not in self.accepted_keys:
+                reply = Reply(status=401)
             else:
                 reply = self.resolve(request)
             stopped = reply.delay > 0 and self._closing.wait(reply.delay)

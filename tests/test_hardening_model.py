@@ -7,16 +7,20 @@ Every test talks to the loopback Messages API through the real SDK, or runs a re
 from __future__ import annotations
 
 import secrets
+import signal
 from pathlib import Path
 
 import pytest
 
+from vaultd.errors import ModelUnavailable
+from vaultd.model import AnthropicModel
 from vaultd.reply import read_reply
 
 from .conftest import run_cli
+from .daemonproc import DaemonProcess, note_says, wait_for
 from .fakeapi import FakeMessagesAPI, Reply, Request
-from .notes import note_with_measures
-from .test_model import free_port
+from .notes import SEED, SEED_REPLIES, note_with_measures, programmatic_note
+from .test_model import PARAMS, free_port
 
 # -- the reply parser is linear (issue 12, item 9) -------------------------------------------
 
@@ -116,3 +120,128 @@ def test_a_redirect_to_a_closed_port_names_the_address_that_refused(
     assert ran.code == 1
     assert (f"cannot reach the model API at {api.url}: it redirected to {closed}: "
             "connection refused") in ran.out + ran.err + note.read_text(encoding="utf-8")
+
+
+# -- no key, a refused key, no connection: not the note's failure (issue 11 item 7, 12 item 13)
+
+MIXED = note_with_measures([  # ai and programmatic measures, no results yet
+    "* ---", "  * id: names", "  * type: ai", "  * prompt: BRAND NAMES",
+    "* ---", "  * id: size", "  * type: programmatic", "  * logic: return input.length",
+])
+
+
+def identity(path: Path) -> tuple[bytes, int, int]:
+    st = path.stat()
+    return path.read_bytes(), st.st_mtime_ns, st.st_ino
+
+
+def three_notes(vault: Path) -> dict[str, Path]:
+    notes = {"seed.md": vault / "seed.md", "mixed.md": vault / "mixed.md",
+             "js.md": vault / "js.md"}
+    notes["seed.md"].write_text(SEED, encoding="utf-8")  # results of an earlier run
+    notes["mixed.md"].write_text(MIXED, encoding="utf-8")
+    notes["js.md"].write_text(programmatic_note(), encoding="utf-8")
+    return notes
+
+
+@pytest.mark.parametrize("fault", ["no key", "401", "connection refused"])
+def test_a_failure_that_is_not_the_note_s_changes_no_byte_of_it(
+    vault: Path, api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], fault: str,
+) -> None:
+    notes = three_notes(vault)
+    if fault == "no key":
+        monkeypatch.delenv("ANTHROPIC_API_KEY")
+        why = "no API key (set ANTHROPIC_API_KEY)"
+    elif fault == "401":
+        api.accepted_keys = {"the-new-key"}  # the one in the environment was revoked
+        why = "the API key was refused (401): invalid x-api-key"
+    else:
+        url = f"http://127.0.0.1:{free_port()}"
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
+        monkeypatch.setenv("VAULTD_MODEL_RETRIES", "1")
+        why = f"cannot reach the model API at {url}: connection refused — gave up after 2 attempts"
+    before = {name: identity(path) for name, path in notes.items() if name != "js.md"}
+
+    ran = run_cli("run", str(vault), "--once", capsys=capsys)
+
+    assert ran.code == 1
+    for name, was in before.items():  # not a byte, not the mtime, not the inode
+        assert identity(notes[name]) == was, name
+        assert f"waiting    {name}: {why}\n" in ran.out
+    js = notes["js.md"].read_text(encoding="utf-8")
+    assert "Status: Done" in js and "> 23\n> ```" in js
+    assert ran.out.splitlines()[-1] == "vaultd: 3 notes processed: 1 done, 2 waiting"
+    assert len(api.message_requests()) == (1 if fault == "401" else 0)  # once, not per note
+    if fault == "no key":
+        assert ran.err.count(why) == 1
+
+
+def write_env_file(home: Path, key: str) -> None:
+    folder = home / ".config" / "vaultd"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "env").write_text(f"# the service's key\nANTHROPIC_API_KEY='{key}'\n",
+                                encoding="utf-8")
+
+
+def test_a_refused_key_waits_in_the_daemon_until_sighup_reads_the_new_one(
+    vault: Path, api: FakeMessagesAPI, tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    write_env_file(home, "sk-old-revoked-key")
+    api.accepted_keys = {"sk-new-good-key"}
+    for contains, reply in SEED_REPLIES.items():
+        api.rule(contains, reply)
+    seed = vault / "seed.md"
+    seed.write_text(SEED, encoding="utf-8")
+    mixed = vault / "mixed.md"
+    mixed.write_text(MIXED, encoding="utf-8")
+    with DaemonProcess(vault, "--settle", "0.1",
+                       env={"HOME": str(home), "ANTHROPIC_API_KEY": "sk-old-revoked-key"}
+                       ) as proc:
+        proc.wait_ready()
+        wait_for(lambda: "(401): invalid x-api-key: notes that ask the model wait" in proc.log(),
+                 what="the refusal said")
+        marker = vault / "marker.md"  # proof that both were looked at: a note after them
+        marker.write_text(programmatic_note(), encoding="utf-8")
+        wait_for(note_says(marker, "Status: Done"), what="the marker done")
+        late = vault / "late.md"  # asks the model while the key is refused: no request
+        late.write_text(MIXED, encoding="utf-8")
+        marker2 = vault / "marker2.md"
+        marker2.write_text(programmatic_note(), encoding="utf-8")
+        wait_for(note_says(marker2, "Status: Done"), what="the second marker done")
+        assert seed.read_text(encoding="utf-8") == SEED
+        assert mixed.read_text(encoding="utf-8") == MIXED
+        assert late.read_text(encoding="utf-8") == MIXED
+        assert len(api.message_requests()) == 1  # one refusal, then no request
+        assert proc.log().count("the API key was refused (401)") == 1  # said once
+
+        write_env_file(home, "sk-new-good-key")
+        proc.proc.send_signal(signal.SIGHUP)
+        wait_for(note_says(seed, "Status: Done"), what="the seed note run with the new key")
+        wait_for(note_says(mixed, "Status: Done"), what="the mixed note run")
+        wait_for(note_says(late, "Status: Done"), what="the late note run")
+        assert proc.stop() == 0
+        assert "Traceback" not in proc.log()
+    assert {r.api_key for r in api.message_requests()[1:]} == {"sk-new-good-key"}
+
+
+def test_a_refused_key_is_tried_again_after_the_back_off(
+    api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-not-yet-good")
+    api.accepted_keys = set()
+    model = AnthropicModel(outage_backoff=0.3, outage_cap=0.6)
+    try:
+        with pytest.raises(ModelUnavailable, match=r"\(401\)"):
+            model.send(PARAMS)
+        with pytest.raises(ModelUnavailable, match=r"\(401\)"):  # at once, without a request
+            model.send(PARAMS)
+        assert len(api.message_requests()) == 1
+        assert model.unavailable() is not None
+        api.accepted_keys = None  # the key is good again (re-enabled on the console)
+        wait_for(lambda: model.unavailable() is None, timeout=30, what="the back-off over")
+        assert model.send(PARAMS).text == "ok"
+        assert len(api.message_requests()) == 2
+    finally:
+        model.close()

@@ -60,6 +60,9 @@ class BatchModel:
     def unavailable(self) -> str | None:
         return None  # a batch that cannot be submitted fails its requests, as it says
 
+    def answering(self) -> bool:
+        return True
+
     def take_wanted(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             wanted, self._wanted = self._wanted, {}

@@ -231,6 +231,8 @@ class Sender(Protocol):
 
     def unavailable(self) -> str | None: ...
 
+    def answering(self) -> bool: ...
+
 
 class _Flight:
     """One request on its way: the callers that asked for the same thing wait for it."""
@@ -270,6 +272,9 @@ class CachedModel:
 
     def unavailable(self) -> str | None:
         return self.inner.unavailable()
+
+    def answering(self) -> bool:
+        return self.inner.answering()
 
     def _send(self, params: dict[str, Any]) -> ModelReply:
         self._count(sent=1)

@@ -329,6 +329,10 @@ class Engine:
             why = self.effects.model.unavailable()
             if why:
                 raise _Waiting(why)
+            # until the API has answered once, no live write (a refused key or no connection
+            # found out on the way leaves the note as it was); the daemon's Processing at the
+            # start is put back then
+            session.hold = True
         try:
             return self._run(session, checked, should_stop)
         except ModelUnavailable as exc:  # found out while it ran: undo what it wrote
@@ -338,7 +342,7 @@ class Engine:
     def _run(self, session: _Session, checked: Checked,
              should_stop: Callable[[], bool]) -> NoteResult:
         path = session.path
-        if self.options.announce_at_start:
+        if self.options.announce_at_start:  # undone if the model cannot be asked after all
             session.commit(session.live_changes())
         overrides = checked.overrides
         known: dict[str, Outcome] = {}
@@ -498,6 +502,7 @@ class _Session:
         self.dirty = False
         self.stale = False
         self.announced = False  # Status: Processing written
+        self.hold = False  # no live write until the model has answered
         self.last_write = engine.clock()
 
     def rendered(self) -> list[str]:
@@ -518,9 +523,16 @@ class _Session:
         return Changes(status="Processing", properties={"Error": None}, clear_error=True,
                        results=self.rendered())
 
+    @property
+    def holding(self) -> bool:
+        if self.hold and not self.engine.effects.model.answering():
+            return True
+        self.hold = False
+        return False
+
     def maybe_flush(self) -> None:
         """A live write of the results so far, at most every ``live_interval`` seconds."""
-        if not (self.dirty or not self.announced) or self.stale:
+        if not (self.dirty or not self.announced) or self.stale or self.holding:
             return
         if self.engine.clock() - self.last_write < self.engine.options.live_interval:
             return

@@ -100,6 +100,10 @@ class Model(Protocol):
         None when one may be tried."""
         ...
 
+    def answering(self) -> bool:
+        """Whether the API has answered a request since the start or its last outage."""
+        ...
+
 
 def credentials_problem() -> str | None:
     """None when the SDK finds a key, token or profile here; else what is missing or wrong."""
@@ -165,6 +169,9 @@ class NoKeyModel:
 
     def unavailable(self) -> str | None:
         return self.problem
+
+    def answering(self) -> bool:
+        return False
 
 
 # -- rate-limit pacing ---------------------------------------------------------------------
@@ -588,6 +595,10 @@ class AnthropicModel:
             if self._outage and time.monotonic() < self._outage_until:
                 return self._outage
             return None
+
+    def answering(self) -> bool:
+        with self._auth:
+            return self._auth_ok
 
     def _begin_outage(self, message: str) -> None:
         """No request gets through: fail every call at once until the back-off has passed."""

@@ -80,6 +80,8 @@ class Reply:
     by ``close()``); ``drop`` closes the connection without sending any response; ``cut`` sends
     the status line, the headers (with the full ``content-length``) and only the first ``cut``
     bytes of the body, then resets the connection (TCP RST), as a crashing proxy does.
+    ``trickle`` sends the headers (with the full ``content-length``), then the body one byte
+    every ``trickle`` seconds (until it is all sent, the client hangs up, or ``close()``).
     """
 
     status: int = 200
@@ -90,6 +92,7 @@ class Reply:
     drop: bool = False
     stop_reason: str = "end_turn"
     cut: int | None = None
+    trickle: float | None = None
 
 
 @dataclass
@@ -298,6 +301,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
+
+    def send_trickle(self, status: int, body: bytes, headers: dict[str, str], every: float,
+                     closing: threading.Event) -> None:
+        """Headers for the whole ``body``, then a byte of it every ``every`` seconds."""
+        self._send_head(status, len(body), headers)
+        self.wfile.flush()
+        for index in range(len(body)):
+            if closing.wait(every):
+                break
+            self.wfile.write(body[index:index + 1])
+            self.wfile.flush()
+        self.close_connection = True
 
     def send_cut(self, status: int, body: bytes, headers: dict[str, str], cut: int) -> None:
         """Headers for the whole ``body``, ``cut`` bytes of it, then a reset (RST)."""
@@ -527,6 +542,8 @@ class FakeMessagesAPI:
                 self.in_flight -= 1
         if drop:
             handler.drop()
+        elif reply.trickle is not None:
+            handler.send_trickle(reply.status, payload, headers, reply.trickle, self._closing)
         elif reply.cut is not None:
             handler.send_cut(reply.status, payload, headers, reply.cut)
         else:

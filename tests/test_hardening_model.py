@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultd.errors import ModelUnavailable
+from vaultd.errors import ModelError, ModelUnavailable
 from vaultd.model import AnthropicModel
 from vaultd.reply import read_reply
 
@@ -245,3 +245,44 @@ def test_a_refused_key_is_tried_again_after_the_back_off(
         assert len(api.message_requests()) == 2
     finally:
         model.close()
+
+
+# -- model_timeout is a deadline for the whole request (issue 12, item 8) --------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_reply_that_trickles_in_ends_at_the_deadline(api: FakeMessagesAPI) -> None:
+    api.default = Reply(text="a long answer " * 100, trickle=0.2)  # a byte every 0.2 s
+    model = AnthropicModel(timeout=1.5, max_retries=1, backoff_base=0.01, backoff_cap=0.05)
+    try:
+        with pytest.raises(ModelError) as caught:
+            model.send(PARAMS)
+    finally:
+        model.close()
+    assert str(caught.value) == ("the model API did not answer within 1.5 s — gave up after "
+                                 "2 attempts")
+    assert len(api.message_requests()) == 2
+
+
+def test_a_trickling_first_request_holds_no_other_note(vault: Path, api: FakeMessagesAPI) -> None:
+    """The daemon's first request (the one that finds out whether the key is good) trickles:
+    another note's request goes out beside it and its note is done, while the first is still
+    coming in; then the first ends at its deadline."""
+    api.rule("TRICKLE", Reply(text="late " * 1000, trickle=0.2))
+    api.rule("FAST", '"quick"')
+    slow = vault / "slow.md"
+    slow.write_text(note_with_measures(["* ---", "  * id: t", "  * type: ai",
+                                        "  * prompt: TRICKLE"]), encoding="utf-8")
+    with DaemonProcess(vault, "--settle", "0.1",
+                       env={"VAULTD_MODEL_TIMEOUT": "20", "VAULTD_MODEL_RETRIES": "0"}) as proc:
+        proc.wait_ready()
+        assert api.wait_for_requests(1, timeout=60)  # the slow note's request is on its way
+        fast = vault / "fast.md"
+        fast.write_text(note_with_measures(["* ---", "  * id: f", "  * type: ai",
+                                            "  * prompt: FAST"]), encoding="utf-8")
+        wait_for(note_says(fast, "Status: Done", "> quick\n> ```"), what="the fast note done")
+        assert "Status: Processing" in slow.read_text(encoding="utf-8")  # still coming in
+        wait_for(note_says(slow, "Status: Error",
+                           "> Error: the model API did not answer within 20 s\n"),
+                 what="the slow note ended at its deadline")
+        assert proc.stop() == 0

@@ -22,9 +22,11 @@ vaultd retries by itself rather than through the SDK (whose client is built with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import email.utils
 import errno
+import heapq
 import os
 import random
 import socket
@@ -320,6 +322,129 @@ class RateGate:
         return waited
 
 
+# -- deadlines -----------------------------------------------------------------------------
+
+
+class _Ticket:
+    """One request's deadline, and the connections it was seen using."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self._streams: list[Any] = []
+        self._done = False
+        self._expired = False
+
+    @property
+    def expired(self) -> bool:
+        """Whether the watchdog cut the request off at its deadline."""
+        with self._lock:
+            return self._expired
+
+    @property
+    def done(self) -> bool:
+        with self._lock:
+            return self._done
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done = True
+            self._streams = []
+
+    def saw(self, stream: Any) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._streams.append(stream)
+            cut = self._expired
+        if cut:  # the deadline passed while it was connecting
+            _cut(stream)
+
+    def expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._expired = True
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            _cut(stream)
+
+
+def _cut(stream: Any) -> None:
+    """Shut a connection down from another thread: the read waiting on it returns at once.
+
+    ``socket.shutdown`` of the plain socket, even under TLS (``SSLSocket.shutdown`` would
+    change the TLS state under the reading thread)."""
+    sock = stream.get_extra_info("socket") if hasattr(stream, "get_extra_info") else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Deadlines:
+    """A total deadline for each HTTP request, kept by one watchdog thread for all of them.
+
+    The SDK's ``timeout`` bounds each read, so a reply that trickles in a byte at a time
+    never ends. Each attempt takes a :class:`_Ticket` (:meth:`start`) in its own thread; the
+    httpx hooks of :meth:`hooks` tell the ticket of that thread which connection the request
+    uses (when it connects, and when the reply's headers arrive), and at the deadline the
+    watchdog shuts that connection down, so the request fails there and then.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Ticket]] = []
+        self._order = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def start(self, seconds: float) -> _Ticket:
+        ticket = _Ticket(time.monotonic() + seconds)
+        self._local.ticket = ticket
+        with self._cond:
+            self._order += 1
+            heapq.heappush(self._heap, (ticket.deadline, self._order, ticket))
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._watch, name="vaultd-deadlines",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return ticket
+
+    def saw(self, stream: Any) -> None:
+        """The request of this thread uses ``stream`` (called by the httpx hooks)."""
+        ticket = getattr(self._local, "ticket", None)
+        if isinstance(ticket, _Ticket) and stream is not None:
+            ticket.saw(stream)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._closed:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, _, ticket = self._heap[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+                ticket.expire()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace: the connection a request has just opened."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            self.saw(info.get("return_value"))
+
+
 # -- the model -----------------------------------------------------------------------------
 
 
@@ -509,6 +634,7 @@ class AnthropicModel:
             extra["api_key"] = api_key
         self._client_args: dict[str, Any] = {"max_retries": 0, "timeout": timeout, **extra}
         self._client_made: anthropic.Anthropic | None = None
+        self._deadlines = _Deadlines()
         # never in a message, whatever an error or a misbehaving server quotes back
         self._secrets = _secrets(api_key, os.environ.get("ANTHROPIC_API_KEY"),
                                  os.environ.get("ANTHROPIC_AUTH_TOKEN"))
@@ -540,13 +666,30 @@ class AnthropicModel:
             if self._client_made is None:
                 import anthropic
 
-                self._client_made = anthropic.Anthropic(**self._client_args)
+                http = anthropic.DefaultHttpxClient(event_hooks={
+                    "request": [self._on_request], "response": [self._on_response]})
+                self._client_made = anthropic.Anthropic(**self._client_args, http_client=http)
                 self._secrets = _secrets(*self._secrets, self._client_made.api_key,
                                          self._client_made.auth_token)
             return self._client_made
 
+    def _on_request(self, request: Any) -> None:
+        """httpx's hook before each request (and each redirect): trace its connection."""
+        request.extensions["trace"] = self._deadlines.trace
+
+    def _on_response(self, response: Any) -> None:
+        """httpx's hook when a reply's headers have arrived, before its body is read."""
+        self._deadlines.saw(response.extensions.get("network_stream"))
+        if 200 <= response.status_code < 300:  # the key is good: the others need not wait
+            with self._auth:                  # for this reply's body
+                if not self._auth_ok:
+                    self._auth_ok = True
+                    self._outage_pause = self.outage_backoff
+                    self._auth.notify_all()
+
     def close(self) -> None:
         """Close the client; calls waiting on a pause or on the key fail at once."""
+        self._deadlines.close()
         self.gate.close()
         with self._auth:
             self._auth.notify_all()
@@ -662,6 +805,8 @@ class AnthropicModel:
                 headers = dict(call.get("extra_headers") or {})
                 headers.setdefault("x-stainless-retry-count", str(retry))
                 call["extra_headers"] = headers
+            late = _Failure(f"the model API did not answer within {self.timeout:g} s", True)
+            ticket = self._deadlines.start(self.timeout)  # the whole request, not each read
             try:
                 raw = self._client.messages.with_raw_response.create(**call)
                 self.gate.observe(raw.headers)
@@ -676,8 +821,10 @@ class AnthropicModel:
                 accepted = exc.status_code < 500
                 return self._status_failure(exc)
             except anthropic.APITimeoutError:
-                return _Failure(f"the model API did not answer within {self.timeout:g} s", True)
+                return late
             except anthropic.APIConnectionError as exc:
+                if ticket.expired:  # the watchdog cut the connection at the deadline
+                    return late
                 cause = _connection_cause(exc)
                 where = self.base_url
                 elsewhere = _redirected_to(exc, where)
@@ -689,6 +836,8 @@ class AnthropicModel:
                 return _Failure(f"model request failed: {_one_line(str(exc))}")
             except ValueError:  # the SDK's json.loads of a 200 reply's body
                 return _Failure(f"{MALFORMED}: the body is not JSON")
+            finally:
+                ticket.finish()
         finally:
             self._settle(probe, accepted=accepted, refused=refused)
         try:

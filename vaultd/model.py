@@ -388,7 +388,9 @@ class _Deadlines:
     never ends. Each attempt takes a :class:`_Ticket` (:meth:`start`) in its own thread; the
     httpx hooks of :meth:`hooks` tell the ticket of that thread which connection the request
     uses (when it connects, and when the reply's headers arrive), and at the deadline the
-    watchdog shuts that connection down, so the request fails there and then.
+    watchdog shuts that connection down, so the request fails there and then. (A connection
+    reused from the pool is known from the reply's headers on: until they have arrived, a
+    server that sends its headers a byte at a time on such a connection is bounded per read.)
     """
 
     def __init__(self) -> None:

@@ -184,11 +184,19 @@ def write_env_file(home: Path, key: str) -> None:
                                 encoding="utf-8")
 
 
-def test_a_refused_key_waits_in_the_daemon_until_sighup_reads_the_new_one(
-    vault: Path, api: FakeMessagesAPI, tmp_path: Path,
+@pytest.mark.parametrize("start", ["revoked", "missing"])
+def test_a_refused_or_missing_key_waits_in_the_daemon_until_sighup_reads_the_new_one(
+    vault: Path, api: FakeMessagesAPI, tmp_path: Path, start: str,
 ) -> None:
     home = tmp_path / "home"
-    write_env_file(home, "sk-old-revoked-key")
+    env = {"HOME": str(home)}
+    if start == "revoked":
+        write_env_file(home, "sk-old-revoked-key")
+        env["ANTHROPIC_API_KEY"] = "sk-old-revoked-key"
+        said = "the API key was refused (401): invalid x-api-key"
+    else:  # no key at all, and no env file yet
+        env["ANTHROPIC_API_KEY"] = ""
+        said = "no API key (set ANTHROPIC_API_KEY)"
     api.accepted_keys = {"sk-new-good-key"}
     for contains, reply in SEED_REPLIES.items():
         api.rule(contains, reply)
@@ -196,16 +204,14 @@ def test_a_refused_key_waits_in_the_daemon_until_sighup_reads_the_new_one(
     seed.write_text(SEED, encoding="utf-8")
     mixed = vault / "mixed.md"
     mixed.write_text(MIXED, encoding="utf-8")
-    with DaemonProcess(vault, "--settle", "0.1",
-                       env={"HOME": str(home), "ANTHROPIC_API_KEY": "sk-old-revoked-key"}
-                       ) as proc:
+    with DaemonProcess(vault, "--settle", "0.1", env=env) as proc:
         proc.wait_ready()
-        wait_for(lambda: "(401): invalid x-api-key: notes that ask the model wait" in proc.log(),
-                 what="the refusal said")
+        wait_for(lambda: f"{said}: notes that ask the model wait" in proc.log(),
+                 what="the reason said")
         marker = vault / "marker.md"  # proof that both were looked at: a note after them
         marker.write_text(programmatic_note(), encoding="utf-8")
         wait_for(note_says(marker, "Status: Done"), what="the marker done")
-        late = vault / "late.md"  # asks the model while the key is refused: no request
+        late = vault / "late.md"  # asks the model while it cannot be asked: no request
         late.write_text(MIXED, encoding="utf-8")
         marker2 = vault / "marker2.md"
         marker2.write_text(programmatic_note(), encoding="utf-8")
@@ -213,8 +219,9 @@ def test_a_refused_key_waits_in_the_daemon_until_sighup_reads_the_new_one(
         assert seed.read_text(encoding="utf-8") == SEED
         assert mixed.read_text(encoding="utf-8") == MIXED
         assert late.read_text(encoding="utf-8") == MIXED
-        assert len(api.message_requests()) == 1  # one refusal, then no request
-        assert proc.log().count("the API key was refused (401)") == 1  # said once
+        before = 1 if start == "revoked" else 0
+        assert len(api.message_requests()) == before  # one refusal at most, then none
+        assert proc.log().count(said) == 1  # said once, not once per note
 
         write_env_file(home, "sk-new-good-key")
         proc.proc.send_signal(signal.SIGHUP)
@@ -223,7 +230,7 @@ def test_a_refused_key_waits_in_the_daemon_until_sighup_reads_the_new_one(
         wait_for(note_says(late, "Status: Done"), what="the late note run")
         assert proc.stop() == 0
         assert "Traceback" not in proc.log()
-    assert {r.api_key for r in api.message_requests()[1:]} == {"sk-new-good-key"}
+    assert {r.api_key for r in api.message_requests()[before:]} == {"sk-new-good-key"}
 
 
 def test_a_refused_key_is_tried_again_after_the_back_off(

@@ -81,6 +81,8 @@ class Reply:
     by ``close()``); ``drop`` closes the connection without sending any response; ``cut`` sends
     the status line, the headers (with the full ``content-length``) and only the first ``cut``
     bytes of the body, then resets the connection (TCP RST), as a crashing proxy does.
+    ``trickle`` sends the headers (with the full ``content-length``), then the body one byte
+    every ``trickle`` seconds (until it is all sent, the client hangs up, or ``close()``).
     """
 
     status: int = 200
@@ -91,6 +93,7 @@ class Reply:
     drop: bool = False
     stop_reason: str = "end_turn"
     cut: int | None = None
+    trickle: float | None = None
 
 
 @dataclass
@@ -309,6 +312,18 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
+    def send_trickle(self, status: int, body: bytes, headers: dict[str, str], every: float,
+                     closing: threading.Event) -> None:
+        """Headers for the whole ``body``, then a byte of it every ``every`` seconds."""
+        self._send_head(status, len(body), headers)
+        self.wfile.flush()
+        for index in range(len(body)):
+            if closing.wait(every):
+                break
+            self.wfile.write(body[index:index + 1])
+            self.wfile.flush()
+        self.close_connection = True
+
     def send_cut(self, status: int, body: bytes, headers: dict[str, str], cut: int) -> None:
         """Headers for the whole ``body``, ``cut`` bytes of it, then a reset (RST)."""
         self._send_head(status, len(body), headers)
@@ -329,6 +344,9 @@ class FakeMessagesAPI:
 
     def __init__(self, *, batch_delay: float = 0.0) -> None:
         self.default: Reply | str = "ok"
+        # when set, a message request with any other credential is refused (401), as the
+        # real API refuses a revoked key
+        self.accepted_keys: set[str] | None = None
         self.responder: Responder = self.match_rules
         self.batch_delay: float = batch_delay
         self.requests: list[Request] = []
@@ -521,6 +539,8 @@ class FakeMessagesAPI:
                 reply = Reply(status=400, text="model: Field required")
             elif body.get("stream"):
                 reply = Reply(status=400, text="fakeapi does not support streaming")
+            elif self.accepted_keys is not None and request.api_key not in self.accepted_keys:
+                reply = Reply(status=401)
             else:
                 reply = self.resolve(request)
             stopped = reply.delay > 0 and self._closing.wait(reply.delay)
@@ -532,6 +552,8 @@ class FakeMessagesAPI:
                 self.in_flight -= 1
         if drop:
             handler.drop()
+        elif reply.trickle is not None:
+            handler.send_trickle(reply.status, payload, headers, reply.trickle, self._closing)
         elif reply.cut is not None:
             handler.send_cut(reply.status, payload, headers, reply.cut)
         else:

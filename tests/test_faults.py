@@ -385,19 +385,21 @@ def test_model_faults_are_measure_errors(vault: Path, api: FakeMessagesAPI,
     assert len(api.message_requests()) == len(MODEL_FAULTS) + 1  # RESET was tried twice
 
 
-def test_connection_refused_is_a_measure_error(vault: Path, api: FakeMessagesAPI,
-                                               monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_connection_refused_leaves_the_note_waiting(vault: Path, api: FakeMessagesAPI,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Not the note's failure: it stays as it was, and the run says why (issue 11, item 7)."""
     url = api.url
     api.close()  # nothing listens on the port any more
     monkeypatch.setenv("VAULTD_MODEL_RETRIES", "1")
     note = vault / "n.md"
-    note.write_text(note_with_measures(["* ---", "  * id: a", "  * type: ai", "  * prompt: A"]),
-                    encoding="utf-8")
+    original = note_with_measures(["* ---", "  * id: a", "  * type: ai", "  * prompt: A"])
+    note.write_text(original, encoding="utf-8")
     ran = run_cli("run", str(vault), "--once", capsys=capsys)
     assert ran.code == 1
-    assert (f"> Error: cannot reach the model API at {url}: connection refused — gave up "
-            "after 2 attempts\n") in note.read_text(encoding="utf-8")
+    assert note.read_text(encoding="utf-8") == original
+    assert (f"waiting    n.md: cannot reach the model API at {url}: connection refused — gave "
+            "up after 2 attempts\n") in ran.out
 
 
 @pytest.mark.parametrize(("reply", "why"), [

@@ -143,9 +143,10 @@ def test_a_key_with_a_line_break_is_refused_before_it_is_sent(
     assert ran.code == 1
     why = ("the key in ANTHROPIC_API_KEY has a space, a line break or another control "
            "character in it: remove it")
-    assert ran.err.splitlines()[0].startswith(f"vaultd: {why}: ai measures will end in errors")
+    assert ran.err.splitlines()[0].startswith(f"vaultd: {why}: notes that ask the model wait")
     text = (vault / "seed.md").read_text(encoding="utf-8")
-    assert f"> Error: {why}\n" in text
+    assert text == SEED  # it waits, untouched
+    assert f"waiting    seed.md: {why}" in ran.out
     assert api.requests == []
     for data in ((ran.out + ran.err).encode(), text.encode()):
         assert_no_key(data, "the output or the note")

@@ -57,6 +57,12 @@ class BatchModel:
             self._wanted[key] = params
         raise Deferred
 
+    def unavailable(self) -> str | None:
+        return None  # a batch that cannot be submitted fails its requests, as it says
+
+    def answering(self) -> bool:
+        return True
+
     def take_wanted(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             wanted, self._wanted = self._wanted, {}
@@ -186,7 +192,8 @@ class Batches:
         if result.type == "succeeded":
             message = result.message
             usage = message.usage
-            text = "".join(b.text for b in message.content if b.type == "text")
+            text = redact("".join(b.text for b in message.content if b.type == "text"),
+                          self._secrets)
             reply = ModelReply(
                 text=text,
                 input_tokens=usage.input_tokens,
@@ -194,7 +201,7 @@ class Batches:
                 stop_reason=message.stop_reason,
                 cache_read_tokens=usage.cache_read_input_tokens or 0,
                 cache_write_tokens=usage.cache_creation_input_tokens or 0,
-                model=message.model or models.get(key, ""),
+                model=redact(message.model or models.get(key, ""), self._secrets),
                 batch=True,
             )
             if reply.stop_reason != "max_tokens" and reply.text.strip():

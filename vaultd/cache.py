@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from vaultd.errors import ModelError
+from vaultd.errors import ModelError, ModelUnavailable
 from vaultd.model import ModelReply, ModelRequest, request_params
 
 log = logging.getLogger("vaultd.cache")
@@ -229,6 +229,10 @@ class Sender(Protocol):
 
     def send(self, params: dict[str, Any]) -> ModelReply: ...
 
+    def unavailable(self) -> str | None: ...
+
+    def answering(self) -> bool: ...
+
 
 class _Flight:
     """One request on its way: the callers that asked for the same thing wait for it."""
@@ -265,6 +269,12 @@ class CachedModel:
         with self._lock:
             self.requests_sent += sent
             self.cache_hits += hits
+
+    def unavailable(self) -> str | None:
+        return self.inner.unavailable()
+
+    def answering(self) -> bool:
+        return self.inner.answering()
 
     def _send(self, params: dict[str, Any]) -> ModelReply:
         self._count(sent=1)
@@ -303,7 +313,8 @@ class CachedModel:
     def _follow(self, flight: _Flight) -> ModelReply:
         flight.done.wait()
         if flight.error is not None:  # a fresh exception: one object raised in many threads
-            raise ModelError(str(flight.error) or type(flight.error).__name__) from flight.error
+            kind = ModelUnavailable if isinstance(flight.error, ModelUnavailable) else ModelError
+            raise kind(str(flight.error) or type(flight.error).__name__) from flight.error
         assert flight.reply is not None
         self._count(hits=1)
         return dataclasses.replace(flight.reply, from_cache=True)

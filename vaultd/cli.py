@@ -237,8 +237,8 @@ def _is_folder(vault: Path) -> bool:
 
 
 def _say_no_key(problem: str) -> None:
-    print(f"vaultd: {problem}: ai measures will end in errors; programmatic ones still run",
-          file=sys.stderr)
+    print(f"vaultd: {problem}: notes that ask the model wait, left as they are; programmatic "
+          "ones still run", file=sys.stderr)
 
 
 def run_command(args: argparse.Namespace, out: TextIO) -> int:
@@ -342,7 +342,7 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
     finally:
         bar.close()
     counts = {s: sum(1 for r in results if r.status == s) for s in
-              ("done", "error", "unreadable", "gone", "left_alone")}
+              ("done", "error", "unreadable", "gone", "left_alone", "waiting")}
     parts = [f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n]
     print(f"vaultd: {len(results)} notes processed" + (f": {', '.join(parts)}" if parts else ""),
           file=out)

@@ -64,7 +64,8 @@ class Settings(BaseModel):
                                "5 minutes, 8 tries")
     model_retries: int = Field(6, ge=0, le=10, description="retries of a failed model request "
                                "(429, 529, 5xx, timeouts, dropped connections)")
-    model_timeout: float = Field(120.0, gt=0, description="seconds to wait for a model reply")
+    model_timeout: float = Field(120.0, gt=0, description="seconds a model request may take in "
+                                 "all, its reply included")
     cache: bool = Field(True, description="reuse stored replies to identical model requests "
                         "(a note's own `cache: false` turns it off there)")
     batch_poll: float = Field(10.0, gt=0, le=3600, description="seconds between looks at a "

@@ -17,6 +17,12 @@ A note that could not be written for a reason outside it (a full disk, a permiss
 journal folder) is tried again after ``write_retry`` seconds, doubling up to 5 minutes, 8
 times at most; then vaultd says it gave up, and the note waits for its next change or start.
 
+A note that asks the model while no request can be made (no API key, a refused key, the
+API unreachable) is left as it is, ``Pending``, and waits: the daemon says why once, and
+runs the waiting notes again when the model's back-off has passed, or at once on SIGHUP,
+which also reads the service's environment file again (a key fixed there is used without
+a restart).
+
 The report note (``report_path``) is refreshed, with ``vaultd.base`` beside it,
 ``REPORT_DELAY`` seconds after notes finish (one refresh for a burst of them), and once
 at start, but only when the report exists already: the daemon never creates it, so a
@@ -46,7 +52,7 @@ from vaultd.errors import VaultdError
 from vaultd.publish import is_mine, publish, report_paths
 from vaultd.refresh import Debounced
 from vaultd.scheduler import NoteQueue
-from vaultd.service import notify, watchdog_interval
+from vaultd.service import ENV_FILE, notify, read_env_file, watchdog_interval
 from vaultd.services import Services, open_services
 from vaultd.vault import iter_notes, wants_run
 from vaultd.watcher import Watcher
@@ -58,6 +64,8 @@ MAX_WRITE_TRIES = 8
 MAX_RETRY_DELAY = 300.0
 REPORT_DELAY = 5.0  # seconds after the last note finished
 REPORT_MAX_WAIT = 30.0  # seconds after the first, while notes keep finishing
+WAITING = ("notes that ask the model wait, left as they are, until it can be asked (tried "
+           "again after a pause, or at once on SIGHUP); programmatic ones still run")
 
 
 @dataclass
@@ -86,6 +94,10 @@ class Daemon:
         self._exit_code = 0
         self.refresher: Debounced | None = None
         self._report_warned = False
+        self._waiting: set[Path] = set()  # notes left Pending while the model cannot be asked
+        self._waiting_why: str | None = None  # said once, not once per note
+        self._waiting_lock = threading.Lock()
+        self._reload = threading.Event()  # SIGHUP: read the environment file again
 
     # -- events -----------------------------------------------------------------------
 
@@ -113,6 +125,8 @@ class Daemon:
     def gone(self, path: Path) -> None:
         with self._own_lock:
             self._own.pop(path, None)
+        with self._waiting_lock:
+            self._waiting.discard(path)
         self._tries.pop(path, None)
         self.queue.forget(path)
 
@@ -126,10 +140,14 @@ class Daemon:
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self.stop_event.set()
 
+    def request_reload(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        self._reload.set()
+
     def run(self) -> int:
         with open_services(self.vault, self.settings, on_written=self.written) as services:
             if services.credentials_problem:
-                log.warning("%s: ai measures will end in errors", services.credentials_problem)
+                self._waiting_why = services.credentials_problem
+                log.warning("%s: %s", services.credentials_problem, WAITING)
             watcher = Watcher(self.vault, self.changed, self.gone, self.lost)
             watcher.start()
             try:
@@ -190,6 +208,11 @@ class Daemon:
             if _identity(self.vault) != self._identity:
                 self._vault_replaced()
                 break
+            if self._reload.is_set():
+                self._reload.clear()
+                self._reload_environment(services)
+            if self._waiting and services.engine.effects.model.unavailable() is None:
+                self._run_waiting("the model may be asked again")
             self.stop_event.wait(min(1.0, ping or 1.0))
 
     def _vault_replaced(self) -> None:
@@ -201,6 +224,32 @@ class Daemon:
                   "started again on the folder there now", self.vault, what)
         self._exit_code = 1
         self.stop_event.set()
+
+    def _reload_environment(self, services: Services) -> None:
+        """SIGHUP: the service's environment file again, a new model, the waiting notes."""
+        path = ENV_FILE.expanduser()
+        try:
+            variables = read_env_file(path)
+        except FileNotFoundError:
+            log.info("SIGHUP: no %s; the environment stays as it was", path)
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("SIGHUP: cannot read %s: %s", path, getattr(exc, "strerror", None) or exc)
+        else:
+            os.environ.update(variables)
+            log.info("SIGHUP: read %s (%d variables)", path, len(variables))
+        problem = services.reload_model()
+        self._waiting_why = problem
+        if problem:
+            log.warning("%s: %s", problem, WAITING)
+        self._run_waiting("SIGHUP")
+
+    def _run_waiting(self, why: str) -> None:
+        with self._waiting_lock:
+            waiting, self._waiting = self._waiting, set()
+        if waiting:
+            log.info("%s: %d waiting notes queued", why, len(waiting))
+        for path in waiting:
+            self.queue.touch(path, now=True)
 
     def _start_workers(self, services: Services) -> None:
         for number in range(self.settings.note_workers):
@@ -246,6 +295,18 @@ class Daemon:
         return delay
 
     def _record(self, result: NoteResult) -> None:
+        with self._waiting_lock:
+            if result.status == "waiting":
+                self._waiting.add(result.path)
+                new = result.summary != self._waiting_why  # once, not once per note and retry
+                self._waiting_why = result.summary
+            else:
+                self._waiting.discard(result.path)
+        if result.status == "waiting":
+            if new:
+                log.warning("%s: %s", result.summary, WAITING)
+            log.debug("%s: waiting", _relative(result.path, self.vault))
+            return
         if result.status == "not_pending":
             return
         if result.status in ("done", "error") and self.refresher is not None:
@@ -360,5 +421,5 @@ def run_daemon(vault: Path, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, daemon.request_stop)
     signal.signal(signal.SIGINT, daemon.request_stop)
     if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP: nothing to reload"))
+        signal.signal(signal.SIGHUP, daemon.request_reload)
     return daemon.run()

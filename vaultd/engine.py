@@ -27,6 +27,7 @@ from vaultd.cost import Price, Usage
 from vaultd.errors import (
     FormatError,
     MeasureError,
+    ModelUnavailable,
     NoteReadError,
     Problem,
     WriteConflict,
@@ -55,7 +56,8 @@ from vaultd.writer import Writer
 
 log = logging.getLogger("vaultd.engine")
 
-Status = Literal["done", "error", "not_pending", "unreadable", "gone", "left_alone", "deferred"]
+Status = Literal["done", "error", "not_pending", "unreadable", "gone", "left_alone", "deferred",
+                 "waiting"]
 DEFERRED = Skipped("deferred to a batch")  # the answer, when a batch will write it
 RUNNABLE = ("pending", "processing")
 MAX_RESTARTS = 5
@@ -95,6 +97,13 @@ class EngineOptions:
 
 class _Restart(Exception):
     """The note's query, answer or measures changed under a run: start over."""
+
+
+class _Waiting(Exception):
+    """The model cannot be asked at all: the note is left as it was, to run later."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
 
 
 class _Stop(Exception):
@@ -327,6 +336,8 @@ class Engine:
                 return NoteResult(path, stop.result, stop.summary)
             except NoteReadError as exc:
                 return NoteResult(path, "unreadable", str(exc))
+            except _Waiting as waiting:
+                return NoteResult(path, "waiting", waiting.why)
             except WriteError as exc:
                 return NoteResult(path, "error", f"could not write the note: {exc}",
                                   transient=exc.transient)
@@ -359,7 +370,28 @@ class Engine:
                                    error=error_callout(lines), results=None))
             return NoteResult(path, "error", summary)
         session.plan = checked.plan
-        if self.options.announce_at_start:
+        # A note that asks the model when no request can be made (no key, a refused key, the
+        # API unreachable) waits, untouched: its results so far stay as they are.
+        asks_model = any(m.type == "ai" for m in checked.plan.measures) or not (
+            checked.answer or "").strip()
+        if asks_model:
+            why = self.effects.model.unavailable()
+            if why:
+                raise _Waiting(why)
+            # until the API has answered once, no live write (a refused key or no connection
+            # found out on the way leaves the note as it was); the daemon's Processing at the
+            # start is put back then
+            session.hold = True
+        try:
+            return self._run(session, checked, should_stop)
+        except ModelUnavailable as exc:  # found out while it ran: undo what it wrote
+            session.restore()
+            raise _Waiting(str(exc)) from exc
+
+    def _run(self, session: _Session, checked: Checked,
+             should_stop: Callable[[], bool]) -> NoteResult:
+        path = session.path
+        if self.options.announce_at_start:  # undone if the model cannot be asked after all
             session.commit(session.live_changes())
         overrides = checked.overrides
         known: dict[str, Outcome] = {}
@@ -480,6 +512,8 @@ class Engine:
                     return None
             except Deferred:
                 return DEFERRED
+            except ModelUnavailable:
+                raise
             except MeasureError as exc:
                 return Failure(f"could not generate the answer: {exc}")
             except Exception as exc:  # a bug, not a model failure: still only this note
@@ -534,6 +568,7 @@ class _Session:
         self.engine = engine
         self.path = path
         self.data = data
+        self.original = data  # as it was read: what :meth:`restore` puts back
         self._note: Note | None = note
         self._text: str | None = None
         self.print = fingerprint(note)
@@ -544,6 +579,7 @@ class _Session:
         self.stale = False
         self.announced = False  # Status: Processing written
         self.too_large: dict[str, Outcome] = {}  # results refused: the note would be too large
+        self.hold = False  # no live write until the model has answered
         self.last_write = engine.clock()
 
     def rendered(self) -> list[str]:
@@ -564,9 +600,16 @@ class _Session:
         return Changes(status="Processing", properties={"Error": None}, clear_error=True,
                        results=self.rendered())
 
+    @property
+    def holding(self) -> bool:
+        if self.hold and not self.engine.effects.model.answering():
+            return True
+        self.hold = False
+        return False
+
     def maybe_flush(self) -> None:
         """A live write of the results so far, at most every ``live_interval`` seconds."""
-        if not (self.dirty or not self.announced) or self.stale:
+        if not (self.dirty or not self.announced) or self.stale or self.holding:
             return
         if self.engine.clock() - self.last_write < self.engine.options.live_interval:
             return
@@ -627,6 +670,19 @@ class _Session:
         self.outcomes[written[-1]] = self.too_large[written[-1]] = failure
         log.warning("%s: %s: %s", self.path, written[-1], failure.message)
         return True
+
+    def restore(self) -> None:
+        """Put the note back as it was read, if this run wrote it; an edit of the user's since
+        is kept, with vaultd's Status back at ``Pending``."""
+        if self.data == self.original:
+            return
+        try:
+            self.engine.writer.write(self.path, self.data, self.original)
+        except WriteConflict as conflict:
+            self._reload(conflict.current)
+            self.commit(Changes(status="Pending"))
+            return
+        self.data, self._text, self._note = self.original, None, None
 
     def _reload(self, current: bytes | None) -> None:
         if current is None:

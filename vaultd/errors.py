@@ -8,6 +8,7 @@
     │       └── GraphError      the measures do not form a runnable graph
     ├── MeasureError            one measure failed; the note goes on
     │   ├── ModelError          the model API refused, failed or was unreachable
+    │   │   └── ModelUnavailable  no request can be made at all: not the note's failure
     │   └── SandboxError        a programmatic measure's JavaScript failed
     └── WriteError              a note could not be written back
         └── WriteConflict       the note changed on disk since it was read
@@ -90,6 +91,12 @@ class MeasureError(VaultdError):
 
 class ModelError(MeasureError):
     """The model API refused the request, failed, or could not be reached."""
+
+
+class ModelUnavailable(ModelError):
+    """No request can be made at all, whatever the note asks: there is no API key, the key
+    was refused (401), or the API cannot be connected to. Not the note's failure: a note
+    that meets it is left as it is, to run when the model can be asked again."""
 
 
 class SandboxError(MeasureError):

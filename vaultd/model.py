@@ -13,15 +13,23 @@ vaultd retries by itself rather than through the SDK (whose client is built with
 * a :class:`RateGate` shared by all threads reads the ``anthropic-ratelimit-*`` headers of every
   reply and holds new requests while a limit is (nearly) used up, until it resets; a pause the
   API asks for in a ``retry-after`` is waited out by every thread, not only the one refused;
-* a refused key (401) is remembered: later calls fail at once, and until the API has accepted
-  the key once, only one request is in flight, so a bad key costs exactly one request.
+* a refused key (401), or an API that cannot be connected to (after every retry), is an
+  outage: later calls fail at once with :class:`~vaultd.errors.ModelUnavailable` until a
+  back-off has passed (``outage_backoff`` seconds, doubling up to ``outage_cap``), then one
+  request finds out whether it is over; until the API has accepted the key once, only one
+  request is in flight, so a bad key costs exactly one request per back-off.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import email.utils
+import errno
+import heapq
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vaultd.errors import ModelError
+from vaultd.errors import ModelError, ModelUnavailable
 
 if TYPE_CHECKING:
     import anthropic
@@ -88,6 +96,15 @@ class Model(Protocol):
     """Anything that can answer a :class:`ModelRequest`."""
 
     def complete(self, request: ModelRequest) -> ModelReply: ...
+
+    def unavailable(self) -> str | None:
+        """Why no request can be made now (no key, a refused key, the API unreachable), or
+        None when one may be tried."""
+        ...
+
+    def answering(self) -> bool:
+        """Whether the API has answered a request since the start or its last outage."""
+        ...
 
 
 def credentials_problem() -> str | None:
@@ -150,7 +167,13 @@ class NoKeyModel:
         self.problem = problem
 
     def complete(self, request: ModelRequest) -> ModelReply:
-        raise ModelError(self.problem)
+        raise ModelUnavailable(self.problem)
+
+    def unavailable(self) -> str | None:
+        return self.problem
+
+    def answering(self) -> bool:
+        return False
 
 
 # -- rate-limit pacing ---------------------------------------------------------------------
@@ -299,6 +322,131 @@ class RateGate:
         return waited
 
 
+# -- deadlines -----------------------------------------------------------------------------
+
+
+class _Ticket:
+    """One request's deadline, and the connections it was seen using."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self._streams: list[Any] = []
+        self._done = False
+        self._expired = False
+
+    @property
+    def expired(self) -> bool:
+        """Whether the watchdog cut the request off at its deadline."""
+        with self._lock:
+            return self._expired
+
+    @property
+    def done(self) -> bool:
+        with self._lock:
+            return self._done
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done = True
+            self._streams = []
+
+    def saw(self, stream: Any) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._streams.append(stream)
+            cut = self._expired
+        if cut:  # the deadline passed while it was connecting
+            _cut(stream)
+
+    def expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._expired = True
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            _cut(stream)
+
+
+def _cut(stream: Any) -> None:
+    """Shut a connection down from another thread: the read waiting on it returns at once.
+
+    ``socket.shutdown`` of the plain socket, even under TLS (``SSLSocket.shutdown`` would
+    change the TLS state under the reading thread)."""
+    sock = stream.get_extra_info("socket") if hasattr(stream, "get_extra_info") else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Deadlines:
+    """A total deadline for each HTTP request, kept by one watchdog thread for all of them.
+
+    The SDK's ``timeout`` bounds each read, so a reply that trickles in a byte at a time
+    never ends. Each attempt takes a :class:`_Ticket` (:meth:`start`) in its own thread; the
+    httpx hooks of :meth:`hooks` tell the ticket of that thread which connection the request
+    uses (when it connects, and when the reply's headers arrive), and at the deadline the
+    watchdog shuts that connection down, so the request fails there and then. (A connection
+    reused from the pool is known from the reply's headers on: until they have arrived, a
+    server that sends its headers a byte at a time on such a connection is bounded per read.)
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Ticket]] = []
+        self._order = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def start(self, seconds: float) -> _Ticket:
+        ticket = _Ticket(time.monotonic() + seconds)
+        self._local.ticket = ticket
+        with self._cond:
+            self._order += 1
+            heapq.heappush(self._heap, (ticket.deadline, self._order, ticket))
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._watch, name="vaultd-deadlines",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return ticket
+
+    def saw(self, stream: Any) -> None:
+        """The request of this thread uses ``stream`` (called by the httpx hooks)."""
+        ticket = getattr(self._local, "ticket", None)
+        if isinstance(ticket, _Ticket) and stream is not None:
+            ticket.saw(stream)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._closed:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, _, ticket = self._heap[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+                ticket.expire()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace: the connection a request has just opened."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            self.saw(info.get("return_value"))
+
+
 # -- the model -----------------------------------------------------------------------------
 
 
@@ -354,6 +502,47 @@ def _connection_cause(exc: BaseException) -> str:
     return text[:1].lower() + text[1:]
 
 
+def _redirected_to(exc: BaseException, base_url: str) -> str | None:
+    """The URL a failed connection was for, when a redirect took it away from ``base_url``.
+
+    The SDK's error names the request it made; httpx's error under it, the request that
+    failed (the last of the redirects it followed)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc.__cause__ or exc.__context__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        try:
+            url = str(current.request.url)  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # httpx raises RuntimeError for "no request"
+            current = current.__cause__ or current.__context__
+            continue
+        origin = base_url.rstrip("/")
+        return None if url == origin or url.startswith(origin + "/") else url
+    return None
+
+
+_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                          errno.EADDRNOTAVAIL})
+
+
+def _cannot_connect(exc: BaseException) -> bool:
+    """Whether a connection error is a failure to connect at all (refused, no route, no such
+    host), which no request gets past, rather than one connection dropped midway."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return True
+        if isinstance(current, OSError) and current.errno in _UNREACHABLE:
+            return True
+        # httpx's ConnectError (the SDK's own httpx, whatever its package is called)
+        if any(cls.__name__ == "ConnectError" for cls in type(current).__mro__):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 MALFORMED = "the model API sent a malformed reply"
 
 
@@ -403,6 +592,7 @@ class _Failure:
     message: str
     retryable: bool = False
     pause: float | None = None  # the pause the API asked for (retry-after), if it did
+    outage: bool = False  # no request can get through (a refused key, no connection)
 
 
 class AnthropicModel:
@@ -414,6 +604,8 @@ class AnthropicModel:
     by every thread). ``timeout`` is seconds per HTTP attempt. ``gate`` paces all threads by
     the rate-limit headers (``headroom``: the fraction of a limit kept in reserve).
     ``attempts`` counts the HTTP requests made, ``retries`` those that were retries.
+    An outage (a refused key; no connection, after every retry) fails every call at once for
+    ``outage_backoff`` seconds, doubled at each outage in a row up to ``outage_cap``.
     """
 
     def __init__(
@@ -427,6 +619,8 @@ class AnthropicModel:
         headroom: float = 0.05,
         base_url: str | None = None,
         api_key: str | None = None,
+        outage_backoff: float = 60.0,
+        outage_cap: float = 900.0,
     ) -> None:
         self.max_retries = max(0, max_retries)
         self.timeout = timeout
@@ -442,14 +636,19 @@ class AnthropicModel:
             extra["api_key"] = api_key
         self._client_args: dict[str, Any] = {"max_retries": 0, "timeout": timeout, **extra}
         self._client_made: anthropic.Anthropic | None = None
+        self._deadlines = _Deadlines()
         # never in a message, whatever an error or a misbehaving server quotes back
         self._secrets = _secrets(api_key, os.environ.get("ANTHROPIC_API_KEY"),
                                  os.environ.get("ANTHROPIC_AUTH_TOKEN"))
         self._random = random.Random()
         self._lock = threading.Lock()  # the counters
         self._auth = threading.Condition()
-        self._auth_failed: str | None = None
-        self._auth_ok = False  # the API has accepted the key at least once
+        self.outage_backoff = outage_backoff
+        self.outage_cap = max(outage_cap, outage_backoff)
+        self._outage: str | None = None  # why no request can get through, while it lasts
+        self._outage_until = 0.0  # monotonic time when one request may try again
+        self._outage_pause = outage_backoff  # the next outage's length
+        self._auth_ok = False  # the API has accepted the key (since the last outage)
         self._probing = False  # a request is finding out whether it does
 
     @property
@@ -469,13 +668,30 @@ class AnthropicModel:
             if self._client_made is None:
                 import anthropic
 
-                self._client_made = anthropic.Anthropic(**self._client_args)
+                http = anthropic.DefaultHttpxClient(event_hooks={
+                    "request": [self._on_request], "response": [self._on_response]})
+                self._client_made = anthropic.Anthropic(**self._client_args, http_client=http)
                 self._secrets = _secrets(*self._secrets, self._client_made.api_key,
                                          self._client_made.auth_token)
             return self._client_made
 
+    def _on_request(self, request: Any) -> None:
+        """httpx's hook before each request (and each redirect): trace its connection."""
+        request.extensions["trace"] = self._deadlines.trace
+
+    def _on_response(self, response: Any) -> None:
+        """httpx's hook when a reply's headers have arrived, before its body is read."""
+        self._deadlines.saw(response.extensions.get("network_stream"))
+        if 200 <= response.status_code < 300:  # the key is good: the others need not wait
+            with self._auth:                  # for this reply's body
+                if not self._auth_ok:
+                    self._auth_ok = True
+                    self._outage_pause = self.outage_backoff
+                    self._auth.notify_all()
+
     def close(self) -> None:
         """Close the client; calls waiting on a pause or on the key fail at once."""
+        self._deadlines.close()
         self.gate.close()
         with self._auth:
             self._auth.notify_all()
@@ -496,11 +712,16 @@ class AnthropicModel:
             if self.gate.closed:
                 raise ModelError(CLOSED)
             if not outcome.retryable:
-                raise ModelError(redact(outcome.message, self._secrets))
+                error = ModelUnavailable if outcome.outage else ModelError
+                raise error(redact(outcome.message, self._secrets))
             if retry >= self.max_retries:
                 attempts = retry + 1
                 suffix = f" — gave up after {_attempts(attempts)}" if attempts > 1 else ""
-                raise ModelError(redact(outcome.message + suffix, self._secrets))
+                message = redact(outcome.message + suffix, self._secrets)
+                if outcome.outage:
+                    self._begin_outage(message)
+                    raise ModelUnavailable(message)
+                raise ModelError(message)
             if outcome.pause is None:  # else the gate holds every thread for that pause
                 self.gate.sleep(self._backoff(retry))
             retry += 1
@@ -511,14 +732,38 @@ class AnthropicModel:
         ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** min(retry, 60))
         return self._random.uniform(0.0, ceiling)
 
-    # -- the key -------------------------------------------------------------------------
+    # -- the key, and outages ---------------------------------------------------------
+
+    def unavailable(self) -> str | None:
+        """Why no request can be made now (an outage in force), or None."""
+        with self._auth:
+            if self._outage and time.monotonic() < self._outage_until:
+                return self._outage
+            return None
+
+    def answering(self) -> bool:
+        with self._auth:
+            return self._auth_ok
+
+    def _begin_outage(self, message: str) -> None:
+        """No request gets through: fail every call at once until the back-off has passed."""
+        with self._auth:
+            if self._outage is None:  # one outage, however many calls met it at once
+                self._outage = message
+                self._outage_until = time.monotonic() + self._outage_pause
+                self._outage_pause = min(self.outage_cap, self._outage_pause * 2)
+            self._auth_ok = False
+            self._auth.notify_all()
 
     def _admit(self) -> bool:
         """Wait until this call may send; True when it is the one finding out about the key."""
         with self._auth:
             while True:
-                if self._auth_failed:  # a bad key fails once, not once per measure
-                    raise ModelError(self._auth_failed)
+                if self._outage:  # a bad key fails once, not once per measure
+                    if time.monotonic() < self._outage_until:
+                        raise ModelUnavailable(self._outage)
+                    self._outage = None  # the back-off is over: one request finds out
+                    self._auth_ok = False
                 if self.gate.closed:
                     raise ModelError(CLOSED)
                 if self._auth_ok:
@@ -532,11 +777,12 @@ class AnthropicModel:
         """Record what an attempt taught about the key, and let the next caller in."""
         if not (probe or accepted or refused):
             return
+        if refused:
+            self._begin_outage(refused)
         with self._auth:
-            if refused and not self._auth_failed:
-                self._auth_failed = refused
             if accepted:
                 self._auth_ok = True
+                self._outage_pause = self.outage_backoff
             if probe:
                 self._probing = False
             self._auth.notify_all()
@@ -561,6 +807,8 @@ class AnthropicModel:
                 headers = dict(call.get("extra_headers") or {})
                 headers.setdefault("x-stainless-retry-count", str(retry))
                 call["extra_headers"] = headers
+            late = _Failure(f"the model API did not answer within {self.timeout:g} s", True)
+            ticket = self._deadlines.start(self.timeout)  # the whole request, not each read
             try:
                 raw = self._client.messages.with_raw_response.create(**call)
                 self.gate.observe(raw.headers)
@@ -570,25 +818,38 @@ class AnthropicModel:
                 if exc.status_code == 401:
                     refused = redact(f"the API key was refused (401): {_message(exc)}",
                                      self._secrets)
-                    return _Failure(refused)
+                    return _Failure(refused, outage=True)
                 # a 4xx other than 401 answers the request itself: the key got through
                 accepted = exc.status_code < 500
                 return self._status_failure(exc)
             except anthropic.APITimeoutError:
-                return _Failure(f"the model API did not answer within {self.timeout:g} s", True)
+                return late
             except anthropic.APIConnectionError as exc:
+                if ticket.expired:  # the watchdog cut the connection at the deadline
+                    return late
                 cause = _connection_cause(exc)
-                return _Failure(f"cannot reach the model API at {self.base_url}: {cause}", True)
+                where = self.base_url
+                elsewhere = _redirected_to(exc, where)
+                if elsewhere:  # the SDK follows redirects: name the address that failed
+                    cause = f"it redirected to {elsewhere}: {cause}"
+                return _Failure(f"cannot reach the model API at {where}: {cause}", True,
+                                outage=_cannot_connect(exc))
             except anthropic.AnthropicError as exc:
                 return _Failure(f"model request failed: {_one_line(str(exc))}")
             except ValueError:  # the SDK's json.loads of a 200 reply's body
                 return _Failure(f"{MALFORMED}: the body is not JSON")
+            finally:
+                ticket.finish()
         finally:
             self._settle(probe, accepted=accepted, refused=refused)
         try:
-            return _read_message(message, str(params.get("model", "")))
+            reply = _read_message(message, str(params.get("model", "")))
         except ValueError as exc:
             return _Failure(f"{MALFORMED}: {exc}")
+        # a server (or proxy) that echoes the request's headers must not put the key into a
+        # note, its properties or the response cache
+        return dataclasses.replace(reply, text=redact(reply.text, self._secrets),
+                                   model=redact(reply.model, self._secrets))
 
     def _status_failure(self, exc: anthropic.APIStatusError) -> _Failure:
         headers = exc.response.headers

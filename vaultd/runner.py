@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from vaultd.cost import Price, Usage
-from vaultd.errors import MeasureError
+from vaultd.errors import MeasureError, ModelUnavailable
 from vaultd.graph import Plan
 from vaultd.measures import Measure
 from vaultd.model import Model, ModelRequest
@@ -85,6 +85,8 @@ def evaluate(
     """One ai measure over its input value. Never raises for the measure's own failures."""
     try:
         return _ask(measure, value, effects, choice)
+    except ModelUnavailable:  # not this measure's failure: the whole note waits
+        raise
     except MeasureError as exc:
         return Failure(str(exc))
 
@@ -176,7 +178,8 @@ def run_plan(
     """Run every measure; ``known`` holds the outcomes of ``answer`` and ``query``.
 
     Measures whose model request was deferred, and those that read them, have no outcome
-    in what is returned.
+    in what is returned. When the model cannot be asked at all, :class:`ModelUnavailable`
+    is raised (what is still running is abandoned).
 
     ``on_result`` is called in this thread as each outcome arrives, ``on_tick`` at least
     every ``tick`` seconds while measures are running. When ``should_stop`` turns true no
@@ -221,6 +224,8 @@ def run_plan(
                 outcome = outcome_of(measure, future)
             except Deferred:  # answered in a later round; what reads it waits too
                 continue
+            except ModelUnavailable:
+                raise
             except Exception as exc:  # a bug, not a measure failure: still only this measure
                 outcome = Failure(f"internal error: {type(exc).__name__}: {exc}")
             settle(measure.id, outcome)

@@ -17,6 +17,7 @@ from pathlib import Path
 from vaultd.errors import VaultdError
 
 UNIT_DIR = Path("~/.config/systemd/user")
+ENV_FILE = Path("~/.config/vaultd/env")  # the unit's EnvironmentFile (%h is the home folder)
 
 TEMPLATE = """\
 # vaultd for one vault: the instance name is the vault's path, escaped
@@ -67,6 +68,25 @@ def notify(message: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables of a systemd ``EnvironmentFile``: ``NAME=value`` lines (the value may be
+    in single or double quotes); blank lines and lines starting with ``#`` or ``;`` are
+    skipped, and so is anything else that is not an assignment. Raises OSError."""
+    found: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        name, equals, value = line.partition("=")
+        name, value = name.strip(), value.strip()
+        if not equals or not name.isidentifier():
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        found[name] = value
+    return found
 
 
 def watchdog_interval() -> float | None:

@@ -12,7 +12,7 @@ import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vaultd.batch import Batches, BatchModel
@@ -35,6 +35,34 @@ class Services:
     credentials_problem: str | None  # None: the model can be asked
     recovered: list[Recovery]
     batches: Batches | None = None  # with ``batch``: the rounds of Message Batches
+    settings: Settings | None = None
+    vault: Path | None = None
+    cache: ResponseCache | None = None
+    clients: list[AnthropicModel] = field(default_factory=list)  # closed on leaving
+
+    def reload_model(self) -> str | None:
+        """Make the model anew from the environment as it is now (a key that was missing or
+        refused may have been fixed); returns what is wrong with the credentials, or None.
+
+        Requests in flight finish on the model they started with."""
+        assert self.settings is not None
+        problem = credentials_problem()
+        model: Model
+        if problem:
+            model = NoKeyModel(problem)
+        else:
+            client = AnthropicModel(max_retries=self.settings.model_retries,
+                                    timeout=self.settings.model_timeout)
+            self.clients.append(client)
+            model = client
+            if self.settings.cache:
+                if self.cache is None:
+                    assert self.vault is not None
+                    self.cache = ResponseCache(self.vault / CACHE_FILE)
+                model = CachedModel(client, self.cache)
+        self.engine.effects.model = model
+        self.credentials_problem = problem
+        return problem
 
 
 CACHE_FILE = Path(".vaultd") / "cache.sqlite3"
@@ -102,8 +130,8 @@ def open_services(
         log.warning("journal: %s: %s", item.path, recovery_sentence(item.outcome, item.detail))
     problem = credentials_problem()
     cache: ResponseCache | None = None
+    clients: list[AnthropicModel] = []
     batches: Batches | None = None
-    client: AnthropicModel | None = None
     model: Model
     if problem:
         model = NoKeyModel(problem)
@@ -114,6 +142,7 @@ def open_services(
         model = batch_model
     else:
         client = AnthropicModel(max_retries=settings.model_retries, timeout=settings.model_timeout)
+        clients.append(client)
         if warm_up:  # the SDK takes a second to import: start now, while notes are read
             client.warm_up()
         model = client
@@ -149,15 +178,17 @@ def open_services(
         use_cache=settings.cache,
         property_prefix=settings.property_prefix,
     )
+    services = Services(Engine(effects, writer, options), writer, problem, recovered, batches,
+                        settings, vault, cache, clients)
     try:
-        yield Services(Engine(effects, writer, options), writer, problem, recovered, batches)
+        yield services
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
         writer.close()
         sandbox.close()
-        if client is not None:
+        for client in clients:
             client.close()
         if batches is not None:
             batches.close()
-        if cache is not None:
-            cache.close()
+        if services.cache is not None:
+            services.cache.close()

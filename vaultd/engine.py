@@ -35,7 +35,7 @@ from vaultd.errors import (
 from vaultd.graph import Plan, plan
 from vaultd.measures import Measure, declared_ids, parse_measures
 from vaultd.model import ModelReply, ModelRequest
-from vaultd.note import Note, decode, parse
+from vaultd.note import Note, decode, frontmatter_problem, not_vaultds, parse
 from vaultd.overrides import Overrides, read_overrides
 from vaultd.properties import Collision, property_changes
 from vaultd.render import (
@@ -173,8 +173,12 @@ def check_note(note: Note) -> Checked:
     """Everything wrong with the note's callouts, measures and own settings, all at once,
     or its plan."""
     overrides, problems = read_overrides(note)
-    query = _text_of(note, "query", problems)
-    answer = _text_of(note, "answer", problems)
+    broken = frontmatter_problem(note)
+    if broken and not problems:  # results written into it would be read by no parser
+        problems.append(Problem(broken[0], f"frontmatter is not valid YAML: {broken[1]}",
+                                'put a value holding ": " or "#" in double quotes'))
+    query = note.block_text("query", ("text",))  # a callout without it is the user's text
+    answer = note.block_text("answer", ("text",))
     measures: list[Measure] = []
     unreadable: set[str] = set()  # measures declared but not valid
     callouts = note.callouts_of("measures")
@@ -182,15 +186,8 @@ def check_note(note: Note) -> Checked:
         problems.append(Problem(None, "no [!measures] callout",
                                 "add a `> [!measures]` callout holding a `measures-md` block"))
     else:
-        callout = callouts[0]
-        block = callout.block(("md", "yaml"))
-        if block is None:
-            problems.append(
-                Problem(callout.start + 1,
-                        "the [!measures] callout needs a `measures-md` or `measures-yaml` block",
-                        "open it with > ```measures-md")
-            )
-        else:
+        block = callouts[0].block(("md", "yaml"))
+        if block is not None:  # always: a [!measures] callout without one is the user's
             fmt = block.info.lower().removeprefix("measures-")
             read = _read_measures(block.content, fmt, block.first_line + 1)
             measures = list(read.measures)
@@ -248,19 +245,6 @@ def _read_measures_uncached(content: str, fmt: str, first_line: int) -> _ReadMea
     return _ReadMeasures(tuple(measures), tuple(found), frozenset(unreadable))
 
 
-def _text_of(note: Note, kind: str, problems: list[Problem]) -> str | None:
-    callout = note.first(kind)
-    if callout is None:
-        return None
-    block = callout.block(("text",))
-    if block is None:
-        problems.append(Problem(callout.start + 1,
-                                f"the [!{kind}] callout needs a `{kind}-text` code block",
-                                f"open it with > ```{kind}-text"))
-        return None
-    return block.content
-
-
 class Engine:
     """Processes notes, one call each; safe to call from several threads for different notes."""
 
@@ -297,7 +281,7 @@ class Engine:
 
     def _process(self, path: Path, should_stop: Callable[[], bool]) -> NoteResult:
         data, note = read_note(path, self.options.max_note_bytes, self.writer.vault)
-        if (note.status or "").strip().lower() not in RUNNABLE:
+        if not_vaultds(note, RUNNABLE) is not None:  # a person's note: never written
             return NoteResult(path, "not_pending")
         session = _Session(self, path, data, note)
         try:

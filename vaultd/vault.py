@@ -19,7 +19,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from vaultd.note import parse, split_lines
+from vaultd.note import parse_head, split_lines
 
 HEAD_BYTES = 4096  # enough to read a note's frontmatter
 TEMPLATES_SETTINGS = Path(".obsidian") / "templates.json"  # the Templates core plugin's
@@ -84,7 +84,7 @@ def head_status(path: Path) -> str | None:
     if not head.lstrip(b"\xef\xbb\xbf").startswith(b"---"):
         return ""
     text = head.decode("utf-8", errors="replace")
-    note = parse(text if len(head) < HEAD_BYTES else "".join(split_lines(text)[:-1]))
+    note = parse_head(text if len(head) < HEAD_BYTES else "".join(split_lines(text)[:-1]))
     if note.frontmatter is None and len(head) == HEAD_BYTES:
         return None
     return (note.status or "").strip().lower()

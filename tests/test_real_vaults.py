@@ -279,3 +279,23 @@ def test_check_reads_the_sdk_s_model_names_without_importing_the_sdk(vault: Path
     imported = {line.rsplit("|", 1)[-1].strip() for line in ran.err.splitlines()
                 if line.startswith("import time:")}
     assert "anthropic" not in imported and "httpx" not in imported
+
+
+def test_status_counts_only_vaultd_s_notes(vault: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    for name, text in PERSONS.items():
+        _write_old(vault / name, text)
+    _write_old(vault / "done-task.md", "---\nstatus: done\ncost_usd: 3\ntokens_in: 9\n---\n- [x]\n")
+    _write_old(vault / "error-task.md", "---\nStatus: Error\nError: the printer\n---\n- [ ] x\n")
+    _write_old(vault / "mine.md", MARKER)
+    _write_old(vault / "listed.md", f"---\nstatus:\n  - Done\n---\n{PARTS}")
+    _write_old(vault / "failed.md", f'---\nStatus: Error\nError: "it failed"\n---\n{PARTS}')
+    long = "x" * 5000  # past the head: read whole
+    _write_old(vault / "long.md", f"---\nStatus: Done\nnote: {long}\n---\n{PARTS}")
+
+    ran = run_cli("status", str(vault), capsys=capsys)
+
+    assert ran.code == 0
+    assert ran.out.splitlines() == [
+        "1 pending, 0 processing, 2 done, 1 error", "daemon: not running", "last errors:",
+        "  failed.md: it failed"]

@@ -35,7 +35,7 @@ from vaultd.errors import (
 from vaultd.graph import Plan, plan
 from vaultd.measures import Measure, declared_ids, parse_measures
 from vaultd.model import ModelReply, ModelRequest
-from vaultd.note import Note, decode, frontmatter_problem, not_vaultds, parse
+from vaultd.note import RUNNABLE, Note, decode, frontmatter_problem, not_vaultds, parse
 from vaultd.overrides import Overrides, read_overrides
 from vaultd.properties import Collision, property_changes
 from vaultd.render import (
@@ -57,7 +57,6 @@ log = logging.getLogger("vaultd.engine")
 
 Status = Literal["done", "error", "not_pending", "unreadable", "gone", "left_alone", "deferred"]
 DEFERRED = Skipped("deferred to a batch")  # the answer, when a batch will write it
-RUNNABLE = ("pending", "processing")
 MAX_RESTARTS = 5
 MAX_CONFLICTS = 10
 
@@ -281,7 +280,7 @@ class Engine:
 
     def _process(self, path: Path, should_stop: Callable[[], bool]) -> NoteResult:
         data, note = read_note(path, self.options.max_note_bytes, self.writer.vault)
-        if not_vaultds(note, RUNNABLE) is not None:  # a person's note: never written
+        if not_vaultds(note) is not None:  # a person's note: never written
             return NoteResult(path, "not_pending")
         session = _Session(self, path, data, note)
         try:

@@ -25,6 +25,7 @@ import yaml
 from vaultd.errors import NoteReadError
 
 BOM = "\ufeff"
+RUNNABLE = ("pending", "processing")  # a note left Processing by a run that died runs again
 
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
 _QUOTE = re.compile(r"^ {0,3}>")
@@ -240,7 +241,7 @@ def parse_head(text: str) -> Note:
     return Note(text=text, lines=lines, frontmatter=_parse_frontmatter(lines), callouts=())
 
 
-def not_vaultds(note: Note, statuses: tuple[str, ...] | None = ("pending",)) -> str | None:
+def not_vaultds(note: Note, statuses: tuple[str, ...] | None = RUNNABLE) -> str | None:
     """Why the note is not one of vaultd's, or None when it is: the one rule that the run,
     the daemon, ``vaultd status`` and ``vaultd check`` all follow.
 

@@ -19,7 +19,7 @@ from typing import Any
 from vaultd.daemon import STATE_FILE
 from vaultd.errors import NoteReadError
 from vaultd.note import decode, not_vaultds, parse
-from vaultd.vault import head_status, iter_notes
+from vaultd.vault import iter_notes, peek
 
 SHOWN = ("pending", "processing", "done", "error")
 
@@ -39,13 +39,16 @@ class VaultStatus:
 def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
     status = VaultStatus()
     for path in iter_notes(vault):
-        if head_status(path) not in (*SHOWN, None):  # None: the head cannot tell
+        peeked = peek(path)  # the run's quick look: a short note is read only once
+        if peeked is not None and peeked[0] not in SHOWN:
             continue
         name = str(path.relative_to(vault))
+        note = peeked[1] if peeked else None
         try:
-            if path.stat().st_size > max_bytes:
-                continue
-            note = parse(decode(path.read_bytes(), name))
+            if note is None:
+                if path.stat().st_size > max_bytes:
+                    continue
+                note = parse(decode(path.read_bytes(), name))
         except (OSError, NoteReadError):
             status.unreadable.append(name)
             continue

@@ -357,7 +357,7 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
                     warning = unknown_model(getattr(settings, key), known)
                     if warning:
                         with_warnings += 1
-                        print(f"{vault or Path.cwd()}: warning: setting `{key}`: {warning}",
+                        print(f"{vault or 'vaultd'}: warning: setting `{key}`: {warning}",
                               file=out)
             except ConfigError as exc:
                 print(str(exc), file=out)

@@ -39,7 +39,7 @@ class VaultStatus:
 def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
     status = VaultStatus()
     for path in iter_notes(vault):
-        peeked = peek(path)  # the run's quick look: a short note is read only once
+        peeked = peek(path, SHOWN)  # the run's quick look: a short note is read only once
         if peeked is not None and peeked[0] not in SHOWN:
             continue
         name = str(path.relative_to(vault))

@@ -68,7 +68,7 @@ def wants_run(path: Path) -> bool:
     """Whether the note may be one of vaultd's to run (Pending, or Processing from a run that
     died), by a look at its head: a short note is judged whole, by
     :func:`vaultd.note.not_vaultds`, so a person's task note is not even queued."""
-    peeked = peek(path)
+    peeked = peek(path, RUNNABLE)
     if peeked is None:
         return True
     status, note = peeked
@@ -85,11 +85,12 @@ def head_status(path: Path) -> str | None:
     return None if peeked is None else peeked[0]
 
 
-def peek(path: Path) -> tuple[str, Note | None] | None:
+def peek(path: Path, whole_for: tuple[str, ...] = ()) -> tuple[str, Note | None] | None:
     """What the note's head says: its Status, lower-cased ("" for none, or if the file is
-    gone), and the whole note parsed when the head is the whole (UTF-8) note and has a
-    Status. None when the head cannot tell: the frontmatter runs past it, or the file cannot
-    be read (a permission); then read the whole note, and that read says why it cannot.
+    gone), and the whole note parsed when the head is the whole (UTF-8) note and its
+    Status is one of ``whole_for``. None when the head cannot tell: the frontmatter runs
+    past it, or the file cannot be read (a permission); then read the whole note, and that
+    read says why it cannot.
 
     The one quick look that the run, the daemon and ``vaultd status`` share."""
     try:
@@ -109,7 +110,7 @@ def peek(path: Path) -> tuple[str, Note | None] | None:
     if note.frontmatter is None and not whole:
         return None
     status = (note.status or "").strip().lower()
-    if not (whole and status):
+    if not (whole and status in whole_for):
         return status, None
     try:
         return status, parse(head.decode("utf-8"))

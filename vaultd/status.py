@@ -42,18 +42,19 @@ def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
         peeked = peek(path, SHOWN)  # the run's quick look: a short note is read only once
         if peeked is not None and peeked[0] not in SHOWN:
             continue
-        name = str(path.relative_to(vault))
         note = peeked[1] if peeked else None
-        try:
-            if note is None:
+        if note is None:
+            name = str(path.relative_to(vault))
+            try:
                 if path.stat().st_size > max_bytes:
                     continue
                 note = parse(decode(path.read_bytes(), name))
-        except (OSError, NoteReadError):
-            status.unreadable.append(name)
-            continue
+            except (OSError, NoteReadError):
+                status.unreadable.append(name)
+                continue
         if not_vaultds(note, SHOWN) is not None:
             continue
+        name = str(path.relative_to(vault))
         props = note.properties
         if isinstance(props.get("tokens_in"), int):
             status.costed += 1

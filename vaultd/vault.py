@@ -88,7 +88,9 @@ def head_status(path: Path) -> str | None:
 def peek(path: Path, whole_for: tuple[str, ...] = ()) -> tuple[str, Note | None] | None:
     """What the note's head says: its Status, lower-cased ("" for none, or if the file is
     gone), and the whole note parsed when the head is the whole (UTF-8) note and its
-    Status is one of ``whole_for``. None when the head cannot tell: the frontmatter runs
+    Status is one of ``whole_for`` (only its frontmatter when it holds no ``[!measures]``
+    callout at all: it is surely not vaultd's, and :func:`vaultd.note.not_vaultds` says
+    so all the same). None when the head cannot tell: the frontmatter runs
     past it, or the file cannot be read (a permission); then read the whole note, and that
     read says why it cannot.
 
@@ -103,7 +105,8 @@ def peek(path: Path, whole_for: tuple[str, ...] = ()) -> tuple[str, Note | None]
     if not head.lstrip(b"\xef\xbb\xbf").startswith(b"---"):
         return "", None
     whole = len(head) < HEAD_BYTES
-    if whole and b"status" not in head.lower():  # most notes: no need to parse
+    lowered = head.lower()
+    if whole and b"status" not in lowered:  # most notes: no need to parse
         return "", None
     text = head.decode("utf-8", errors="replace")
     note = parse_head(text if whole else "".join(split_lines(text)[:-1]))
@@ -112,6 +115,8 @@ def peek(path: Path, whole_for: tuple[str, ...] = ()) -> tuple[str, Note | None]
     status = (note.status or "").strip().lower()
     if not (whole and status in whole_for):
         return status, None
+    if b"[!measures]" not in lowered:  # surely not vaultd's: its frontmatter is enough
+        return status, note
     try:
         return status, parse(head.decode("utf-8"))
     except UnicodeDecodeError:

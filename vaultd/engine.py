@@ -36,7 +36,7 @@ from vaultd.errors import (
 from vaultd.graph import Plan, plan
 from vaultd.measures import Measure, declared_ids, parse_measures
 from vaultd.model import ModelReply, ModelRequest
-from vaultd.note import Note, decode, parse
+from vaultd.note import RUNNABLE, Note, decode, frontmatter_problem, not_vaultds, parse
 from vaultd.overrides import Overrides, read_overrides
 from vaultd.properties import Collision, property_changes
 from vaultd.render import (
@@ -59,7 +59,6 @@ log = logging.getLogger("vaultd.engine")
 Status = Literal["done", "error", "not_pending", "unreadable", "gone", "left_alone", "deferred",
                  "waiting"]
 DEFERRED = Skipped("deferred to a batch")  # the answer, when a batch will write it
-RUNNABLE = ("pending", "processing")
 MAX_RESTARTS = 5
 MAX_CONFLICTS = 10
 TOO_LARGE_READ = 4  # a note left Processing is read up to this many times max_note_bytes
@@ -214,8 +213,12 @@ def check_note(note: Note) -> Checked:
     unwritable = unwritable_property(note)
     if unwritable is not None:
         problems.append(unwritable)
-    query = _text_of(note, "query", problems)
-    answer = _text_of(note, "answer", problems)
+    broken = frontmatter_problem(note)
+    if broken and not problems:  # results written into it would be read by no parser
+        problems.append(Problem(broken[0], f"frontmatter is not valid YAML: {broken[1]}",
+                                'put a value holding ": " or "#" in double quotes'))
+    query = note.block_text("query", ("text",))  # a callout without it is the user's text
+    answer = note.block_text("answer", ("text",))
     measures: list[Measure] = []
     unreadable: set[str] = set()  # measures declared but not valid
     callouts = note.callouts_of("measures")
@@ -223,15 +226,8 @@ def check_note(note: Note) -> Checked:
         problems.append(Problem(None, "no [!measures] callout",
                                 "add a `> [!measures]` callout holding a `measures-md` block"))
     else:
-        callout = callouts[0]
-        block = callout.block(("md", "yaml"))
-        if block is None:
-            problems.append(
-                Problem(callout.start + 1,
-                        "the [!measures] callout needs a `measures-md` or `measures-yaml` block",
-                        "open it with > ```measures-md")
-            )
-        else:
+        block = callouts[0].block(("md", "yaml"))
+        if block is not None:  # always: a [!measures] callout without one is the user's
             fmt = block.info.lower().removeprefix("measures-")
             read = _read_measures(block.content, fmt, block.first_line + 1)
             measures = list(read.measures)
@@ -289,25 +285,6 @@ def _read_measures_uncached(content: str, fmt: str, first_line: int) -> _ReadMea
     return _ReadMeasures(tuple(measures), tuple(found), frozenset(unreadable))
 
 
-def _article(word: str) -> str:
-    """``a`` or ``an`` before ``word`` (as the names vaultd says are spelled)."""
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-def _text_of(note: Note, kind: str, problems: list[Problem]) -> str | None:
-    callout = note.first(kind)
-    if callout is None:
-        return None
-    block = callout.block(("text",))
-    if block is None:
-        problems.append(Problem(callout.start + 1,
-                                f"the [!{kind}] callout needs {_article(kind)} `{kind}-text` "
-                                "code block",
-                                f"open it with > ```{kind}-text"))
-        return None
-    return block.content
-
-
 class Engine:
     """Processes notes, one call each; safe to call from several threads for different notes."""
 
@@ -352,7 +329,7 @@ class Engine:
             if marked is None:
                 raise
             return marked
-        if (note.status or "").strip().lower() not in RUNNABLE:
+        if not_vaultds(note) is not None:  # a person's note: never written
             return NoteResult(path, "not_pending")
         unwritable = unwritable_property(note)
         if unwritable is not None:  # reported, not written: any write would break its YAML

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vaultd.errors import ModelError, ModelUnavailable
+from vaultd.errors import ModelError, ModelUnavailable, did_you_mean
 
 if TYPE_CHECKING:
     import anthropic
@@ -105,6 +105,49 @@ class Model(Protocol):
     def answering(self) -> bool:
         """Whether the API has answered a request since the start or its last outage."""
         ...
+
+
+def known_models() -> frozenset[str]:
+    """The model names the installed anthropic SDK lists (the ``Literal`` in
+    ``anthropic.types.ModelParam``); empty when they cannot be read.
+
+    Only that one small module is loaded, from its file: importing ``anthropic`` itself
+    takes seconds, and only ``vaultd check`` asks."""
+    import importlib.util
+    import typing
+
+    try:
+        spec = importlib.util.find_spec("anthropic")  # found, not imported
+        folders = spec.submodule_search_locations if spec else None
+        if not folders:
+            return frozenset()
+        path = os.path.join(next(iter(folders)), "types", "model_param.py")
+        loader = importlib.util.spec_from_file_location("vaultd._sdk_model_param", path)
+        if loader is None or loader.loader is None:
+            return frozenset()
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+        alias = module.ModelParam
+    except Exception:  # an SDK laid out otherwise: no names, so no warnings
+        return frozenset()
+    names: set[str] = set()
+    stack = [alias]
+    while stack:
+        for arg in typing.get_args(stack.pop()):
+            if isinstance(arg, str):
+                names.add(arg)
+            else:
+                stack.append(arg)
+    return frozenset(names)
+
+
+def unknown_model(name: str, known: frozenset[str]) -> str | None:
+    """A warning when ``known`` (from :func:`known_models`) does not list ``name``."""
+    if not known or name in known:
+        return None
+    hint = did_you_mean(name, sorted(known))
+    return f"`{name}` is not a model the installed anthropic SDK knows" + (
+        f" ({hint})" if hint else "")
 
 
 def credentials_problem() -> str | None:

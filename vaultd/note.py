@@ -26,12 +26,26 @@ from vaultd import yamlread
 from vaultd.errors import NoteReadError
 
 BOM = "\ufeff"
+RUNNABLE = ("pending", "processing")  # a note left Processing by a run that died runs again
 
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
 _QUOTE = re.compile(r"^ {0,3}>")
 _CALLOUT_HEAD = re.compile(r"^\[!([^\]\s]+)\]([+-]?)[ \t]*(.*?)\s*$")
 _THEMATIC_BREAK = re.compile(r"^ {0,3}(?:(?:\*[ \t]*){3,}|(?:-[ \t]*){3,}|(?:_[ \t]*){3,})$")
 _PROPERTY = re.compile(r"^([^\s#:'\"-][^:]*?|'[^']*'|\"[^\"]*\")[ \t]*:(?=[ \t]|$)")
+# A Status line where it means nothing: a Dataview inline field (``Status:: Pending``, also
+# ``[status:: pending]``), or a property line outside a frontmatter block.
+_STRAY_STATUS = re.compile(r"^\s*[\[(]?\s*status\s*(::?)\s*pending\s*[\])]?\s*$", re.I)
+
+# vaultd's callout types, each with the code blocks (``<kind>-<suffix>``) that make it
+# vaultd's: a callout of one of these types without such a block is the user's text.
+OWN_BLOCKS: dict[str, tuple[str, ...]] = {
+    "query": ("text",),
+    "answer": ("text",),
+    "measures": ("md", "yaml"),
+    "evaluation": ("yaml",),
+    "evaluation-result": ("text",),
+}
 
 
 def split_lines(text: str) -> tuple[str, ...]:
@@ -102,6 +116,12 @@ class Callout:
                 return block
         return None
 
+    @property
+    def is_own(self) -> bool:
+        """Not of one of vaultd's types, or holding that type's block (see ``OWN_BLOCKS``)."""
+        suffixes = OWN_BLOCKS.get(self.kind)
+        return suffixes is None or self.block(suffixes) is not None
+
 
 @dataclass(frozen=True)
 class Property:
@@ -152,7 +172,7 @@ class Note:
     text: str
     lines: tuple[str, ...]
     frontmatter: Frontmatter | None
-    callouts: tuple[Callout, ...]
+    callouts: tuple[Callout, ...]  # every callout; :meth:`callouts_of` gives vaultd's
 
     @cached_property
     def newline(self) -> str:
@@ -160,9 +180,11 @@ class Note:
 
     @property
     def status(self) -> str | None:
-        """The ``Status`` property's value as text, or None."""
+        """The ``Status`` property's value as text (a one-item list's item), or None."""
         prop = self.frontmatter.get("status") if self.frontmatter else None
         value = prop.value() if prop else None
+        if isinstance(value, list) and len(value) == 1:  # as Obsidian writes a list property
+            value = value[0]
         return value if isinstance(value, str) else None
 
     @property
@@ -170,7 +192,14 @@ class Note:
         return (self.status or "").strip().lower() == "pending"
 
     def callouts_of(self, kind: str) -> list[Callout]:
-        return [c for c in self.callouts if c.kind == kind]
+        """The callouts of ``kind`` that are vaultd's (see :attr:`Callout.is_own`)."""
+        return [c for c in self.callouts if c.kind == kind and c.is_own]
+
+    @property
+    def foreign(self) -> list[Callout]:
+        """Callouts of vaultd's types that are the user's text (a flashcard's
+        ``> [!answer]- Reveal answer``, with no ``answer-text`` block)."""
+        return [c for c in self.callouts if not c.is_own]
 
     def first(self, kind: str) -> Callout | None:
         found = self.callouts_of(kind)
@@ -205,6 +234,87 @@ def parse(text: str) -> Note:
     frontmatter = _parse_frontmatter(lines)
     callouts = _scan_callouts(lines, frontmatter.end if frontmatter else 0)
     return Note(text=text, lines=lines, frontmatter=frontmatter, callouts=callouts)
+
+
+def parse_head(text: str) -> Note:
+    """Only the frontmatter of ``text`` (a note's head), for a quick look at its Status."""
+    lines = split_lines(text)
+    return Note(text=text, lines=lines, frontmatter=_parse_frontmatter(lines), callouts=())
+
+
+def not_vaultds(note: Note, statuses: tuple[str, ...] | None = RUNNABLE) -> str | None:
+    """Why the note is not one of vaultd's, or None when it is: the one rule that the run,
+    the daemon, ``vaultd status`` and ``vaultd check`` all follow.
+
+    A note is vaultd's when its frontmatter's Status is one of ``statuses`` (lower-case;
+    None: whatever it is, or none) and it holds vaultd's own parts: a ``[!query]`` callout
+    with a ``query-text`` block or an ``[!answer]`` with an ``answer-text`` block, and a
+    ``[!measures]`` callout with a ``measures-md`` or ``measures-yaml`` block. Any other
+    note is a person's (a task note with ``status: pending``): never written, never counted.
+    """
+    missing = []
+    if not (note.first("query") or note.first("answer")):
+        missing.append("no `[!query]` callout with a `query-text` block (nor an `[!answer]` "
+                       "with an `answer-text` block)")
+    if not note.first("measures"):
+        missing.append("no `[!measures]` callout with a `measures-md` or `measures-yaml` block")
+    status = (note.status or "").strip().lower()
+    if missing:
+        why = "it has " + ", and ".join(missing)
+        near = [c for c in note.foreign if c.kind in ("query", "answer", "measures")]
+        if near:
+            c = near[0]
+            why += (f" (line {c.start + 1}: its `[!{c.kind}]` callout holds no "
+                    f"`{c.kind}-{OWN_BLOCKS[c.kind][0]}` block, so it is the note's own text)")
+        return why
+    if statuses is None or status in statuses:
+        return None
+    wanted = " or ".join(s.capitalize() for s in statuses)
+    if note.status is None:
+        return f"its frontmatter has no `Status: {wanted}`"
+    return f"its Status is `{note.status.strip()}`, not {wanted}"
+
+
+def frontmatter_problem(note: Note) -> tuple[int, str] | None:
+    """(1-based line, why) when the frontmatter is not valid YAML, else None. Results
+    written into such a block would be read by no parser (nor Bases, nor Dataview)."""
+    if note.frontmatter is None:
+        return None
+    # A tab past a line's indent (``key:\tvalue``, ``value\t``) is fine in YAML 1.2 and
+    # to Obsidian; PyYAML alone refuses some. Only a tab in the indent is an error.
+    kept: list[str] = []
+    for line in note.lines[1 : note.frontmatter.end - 1]:
+        body = line.lstrip(" \t")
+        kept.append(line[: len(line) - len(body)] + body.replace("\t", " "))
+    text = "".join(kept)
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = mark.line + 2 if mark is not None else 1  # past the opening ---, 1-based
+        return min(at, note.frontmatter.end - 1), exc.problem or exc.context or "unreadable"
+    except yaml.YAMLError as exc:
+        return 1, " ".join(str(exc).split())
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        return 1, "nested too deeply"
+    return None
+
+
+def pending_hint(note: Note) -> tuple[int, str] | None:
+    """Where a note meant to be pending says ``Status: Pending`` in a way that does not make
+    it pending (a Dataview ``Status:: Pending`` field, or a Status line outside a frontmatter
+    block), as (1-based line, what it is); None when it says nothing of the kind, or its
+    frontmatter has a Status."""
+    if note.status is not None:
+        return None
+    start = note.frontmatter.end if note.frontmatter else 0
+    for i in range(start, len(note.lines)):
+        match = _STRAY_STATUS.match(strip_eol(note.lines[i]))
+        if match:
+            what = ("a Dataview inline field, not a property" if match.group(1) == "::"
+                    else "a line outside a frontmatter block, not a property")
+            return i + 1, what
+    return None
 
 
 def _parse_frontmatter(lines: tuple[str, ...]) -> Frontmatter | None:

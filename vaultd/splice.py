@@ -14,11 +14,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from vaultd.note import Callout, Note, is_blank, is_thematic_break, line_ending, strip_eol
+from vaultd.note import Callout, Note, Property, is_blank, is_thematic_break, line_ending, strip_eol
 from vaultd.render import ERROR_TITLE, code_block, code_callout
 
 _TRAILING_COMMENT = re.compile(r"\s+#.*$")
 _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"\\]|\\.)*\"")
+_FLOW_ITEM = re.compile(r"(\[[ \t]*)('[^']*'|\"[^\"]*\"|[^,\]#]*?)([ \t]*\])")  # [Pending]
+_BLOCK_ITEM = re.compile(r"^([ \t]*-[ \t]+)('[^']*'|\"[^\"]*\"|[^#]*?)([ \t]*(?:#.*)?)$")
 
 Lines = list[str]
 
@@ -106,6 +108,10 @@ def _property_edits(note: Note, changes: Changes) -> list[_Edit]:
         if value is None:  # the key's line and every line of its value
             edits.append(_Edit(prop.start, prop.end, []))
             continue
+        listed = _list_item_edit(note, prop, value) if key == "Status" else None
+        if listed:
+            edits.append(listed)
+            continue
         line = note.lines[prop.start]
         inline, *more = value.split("\n")
         new_line = _with_value(strip_eol(line), prop.raw_value, inline)
@@ -118,6 +124,27 @@ def _property_edits(note: Note, changes: Changes) -> list[_Edit]:
         closing = note.frontmatter.end - 1
         edits.append(_Edit(closing, closing, added))
     return edits
+
+
+def _list_item_edit(note: Note, prop: Property, value: str) -> _Edit | None:
+    """A one-item list property (``[Pending]``, or ``- Pending`` on the line below, as a
+    vault that types the property as a list has it) with ``value`` as its item, in the same
+    form: brackets, dash, indent, comment and spaces kept. None for any other form."""
+    item = prop.value()
+    if not (isinstance(item, list) and len(item) == 1):
+        return None
+    first = strip_eol(note.lines[prop.start])
+    at = len(first.rstrip()) - len(prop.raw_value)  # where the value starts
+    flow = _FLOW_ITEM.match(first, at)
+    if flow:
+        new = first[:at] + flow.group(1) + value + flow.group(3) + first[flow.end():]
+        return _Edit(prop.start, prop.start + 1, [new], line_ending(note.lines[prop.start]))
+    for i in range(prop.start + 1, prop.end):
+        block = _BLOCK_ITEM.match(strip_eol(note.lines[i]))
+        if block:
+            return _Edit(i, i + 1, [block.group(1) + value + block.group(3)],
+                         line_ending(note.lines[i]))
+    return None
 
 
 def _with_value(line: str, raw: str, value: str) -> str:
@@ -142,13 +169,10 @@ def _with_value(line: str, raw: str, value: str) -> str:
 
 
 def _answer_edits(note: Note, answer: str, appends: list[Lines]) -> list[_Edit]:
-    existing = note.first("answer")
+    existing = note.first("answer")  # one with an answer-text block: others are the user's
     empty = existing.block(("text",)) if existing else None
     if empty is not None:  # the user's own callout: only its block is vaultd's to fill
         return [_Edit(empty.fence_line, empty.end, code_block("answer-text", answer))]
-    if existing is not None:
-        head = strip_eol(note.lines[existing.start])
-        return [_Edit(existing.start, existing.end, code_callout(head, "answer-text", answer))]
     query = note.first("query")
     block = ["***", "", *code_callout("> [!answer]", "answer-text", answer)]
     if query is None:
@@ -161,9 +185,11 @@ def _answer_edits(note: Note, answer: str, appends: list[Lines]) -> list[_Edit]:
 
 
 def _evaluation_units(note: Note) -> list[tuple[int, int]]:
-    """Line ranges of every evaluation pair, each with the ``***`` that leads it."""
+    """Line ranges of every evaluation pair, each with the ``***`` that leads it (a
+    callout without its ``evaluation-yaml`` or ``evaluation-result-text`` block is the
+    user's, and stays)."""
     units: list[tuple[int, int]] = []
-    callouts = note.callouts
+    callouts = [c for c in note.callouts if c.is_own]
     skip: set[int] = set()
     for index, callout in enumerate(callouts):
         if index in skip or callout.kind not in ("evaluation", "evaluation-result"):

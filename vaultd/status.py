@@ -1,7 +1,9 @@
 """``vaultd status``: what the vault's notes say, and what the running daemon says.
 
-Counts come from the notes themselves (their ``Status``), so they are right whether or not
-a daemon runs; the daemon's own figures come from ``.vaultd/daemon.json`` when its process
+Counts come from vaultd's notes themselves (their ``Status``), so they are right whether or
+not a daemon runs: only notes that hold vaultd's parts count (:func:`vaultd.note.not_vaultds`),
+never a task note with ``status: done``. Only a note whose head shows such a Status is read
+whole, as the run does; the daemon's own figures come from ``.vaultd/daemon.json`` when its process
 is alive.
 """
 
@@ -16,8 +18,8 @@ from typing import Any
 
 from vaultd.daemon import STATE_FILE
 from vaultd.errors import NoteReadError
-from vaultd.note import decode, parse
-from vaultd.vault import head_status, iter_notes
+from vaultd.note import decode, not_vaultds, parse
+from vaultd.vault import iter_notes, peek
 
 SHOWN = ("pending", "processing", "done", "error")
 
@@ -37,21 +39,29 @@ class VaultStatus:
 def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
     status = VaultStatus()
     for path in iter_notes(vault):
-        name = str(path.relative_to(vault))
-        try:
-            size = path.stat().st_size
-            if size > max_bytes:  # counted by the Status its head says, not read whole
-                value = head_status(path) or ""
-                if value in SHOWN:
-                    status.counts[value] += 1
-                if value == "error":
-                    status.errors.append((path.stat().st_mtime, name,
-                                          f"too large ({size} bytes)"))
-                continue
-            note = parse(decode(path.read_bytes(), name))
-        except (OSError, NoteReadError):
-            status.unreadable.append(name)
+        peeked = peek(path, SHOWN)  # the run's quick look: a short note is read only once
+        if peeked is not None and peeked[0] not in SHOWN:
             continue
+        note = peeked[1] if peeked else None
+        if note is None:
+            name = str(path.relative_to(vault))
+            try:
+                size = path.stat().st_size
+                if size > max_bytes:  # counted by the Status its head says, not read whole
+                    value = peeked[0] if peeked else ""
+                    if value in SHOWN:
+                        status.counts[value] += 1
+                    if value == "error":
+                        status.errors.append((path.stat().st_mtime, name,
+                                              f"too large ({size} bytes)"))
+                    continue
+                note = parse(decode(path.read_bytes(), name))
+            except (OSError, NoteReadError):
+                status.unreadable.append(name)
+                continue
+        if not_vaultds(note, SHOWN) is not None:
+            continue
+        name = str(path.relative_to(vault))
         props = note.properties
         if isinstance(props.get("tokens_in"), int):
             status.costed += 1
@@ -59,8 +69,7 @@ def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
             status.tokens_out += _number(props.get("tokens_out"))
             status.cost += float(_number(props.get("cost_usd"), float))
         value = (note.status or "").strip().lower()
-        if value in SHOWN:
-            status.counts[value] += 1
+        status.counts[value] += 1
         if value == "error":
             why = note.properties.get("error")
             status.errors.append((path.stat().st_mtime, name, str(why or "")))

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from vaultd.note import parse, split_lines
+from vaultd.note import RUNNABLE, Note, not_vaultds, parse, parse_head, split_lines
 
 HEAD_BYTES = 4096  # enough to read a note's frontmatter
 TEMPLATES_SETTINGS = Path(".obsidian") / "templates.json"  # the Templates core plugin's
@@ -90,29 +90,62 @@ def is_note_path(vault: Path, path: Path) -> bool:
 
 
 def wants_run(path: Path) -> bool:
-    """Whether the note's Status is Pending or Processing, read from its head alone."""
-    status = head_status(path)
-    return status is None or status in ("pending", "processing")
+    """Whether the note may be one of vaultd's to run (Pending, or Processing from a run that
+    died), by a look at its head: a short note is judged whole, by
+    :func:`vaultd.note.not_vaultds`, so a person's task note is not even queued."""
+    peeked = peek(path, RUNNABLE)
+    if peeked is None:
+        return True
+    status, note = peeked
+    if status not in RUNNABLE:
+        return False
+    return note is None or not_vaultds(note, RUNNABLE) is None
 
 
 def head_status(path: Path) -> str | None:
     """The note's Status, lower-cased, read from its head alone ("" for none, or if the file
     is gone); None when the frontmatter runs past the head, or the file cannot be read (a
     permission): then read the whole note, and that read says why it cannot."""
+    peeked = peek(path)
+    return None if peeked is None else peeked[0]
+
+
+def peek(path: Path, whole_for: tuple[str, ...] = ()) -> tuple[str, Note | None] | None:
+    """What the note's head says: its Status, lower-cased ("" for none, or if the file is
+    gone), and the whole note parsed when the head is the whole (UTF-8) note and its
+    Status is one of ``whole_for`` (only its frontmatter when it holds no ``[!measures]``
+    callout at all: it is surely not vaultd's, and :func:`vaultd.note.not_vaultds` says
+    so all the same). None when the head cannot tell: the frontmatter runs
+    past it, or the file cannot be read (a permission); then read the whole note, and that
+    read says why it cannot.
+
+    The one quick look that the run, the daemon and ``vaultd status`` share."""
     try:
         with path.open("rb") as handle:
             head = handle.read(HEAD_BYTES)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return ""
+        return "", None
     except OSError:
         return None
     if not head.lstrip(b"\xef\xbb\xbf").startswith(b"---"):
-        return ""
+        return "", None
+    whole = len(head) < HEAD_BYTES
+    lowered = head.lower()
+    if whole and b"status" not in lowered:  # most notes: no need to parse
+        return "", None
     text = head.decode("utf-8", errors="replace")
-    note = parse(text if len(head) < HEAD_BYTES else "".join(split_lines(text)[:-1]))
-    if note.frontmatter is None and len(head) == HEAD_BYTES:
+    note = parse_head(text if whole else "".join(split_lines(text)[:-1]))
+    if note.frontmatter is None and not whole:
         return None
-    return (note.status or "").strip().lower()
+    status = (note.status or "").strip().lower()
+    if not (whole and status in whole_for):
+        return status, None
+    if b"[!measures]" not in lowered:  # surely not vaultd's: its frontmatter is enough
+        return status, note
+    try:
+        return status, parse(head.decode("utf-8"))
+    except UnicodeDecodeError:
+        return status, None  # the whole read says why it is not a note
 
 
 def iter_notes(folder: Path, vault: Path | None = None) -> Iterator[Path]:

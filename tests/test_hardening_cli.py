@@ -345,7 +345,7 @@ def test_the_log_says_how_a_note_ended_in_plain_words_once(
     note = vault / "n.md"
     note.write_text(note_with_measures(["* ---", "  * id: slow", "  * type: ai",
                                         "  * prompt: SLOW"]), encoding="utf-8")
-    flashcard = vault / "card.md"  # an answer callout without its block: a problem, said well
+    flashcard = vault / "card.md"  # an answer callout without its block: the user's, said well
     flashcard.write_text(note_with_measures(["* ---", "  * id: size", "  * type: programmatic",
                                              "  * logic: 'return 1;'"]).replace(
         "> ```answer-text\n> The answer mentions Poteligeo.\n> ```\n", "> Reveal.\n"),
@@ -363,4 +363,5 @@ def test_the_log_says_how_a_note_ended_in_plain_words_once(
     assert "left_alone" not in log and "left as it is" not in log.replace(said, ""), log
     assert log.count(said) == 1, log
     checked = run_process("check", str(flashcard))
-    assert "callout needs an `answer-text` code block" in checked.out, checked
+    assert "card.md: not a vaultd note: " in checked.out, checked
+    assert "its `[!answer]` callout holds no `answer-text` block" in checked.out, checked

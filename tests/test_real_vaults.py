@@ -299,3 +299,20 @@ def test_status_counts_only_vaultd_s_notes(vault: Path,
     assert ran.out.splitlines() == [
         "1 pending, 0 processing, 2 done, 1 error", "daemon: not running", "last errors:",
         "  failed.md: it failed"]
+
+
+def test_the_report_counts_only_vaultd_s_notes(vault: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    for name, text in PERSONS.items():
+        _write_old(vault / name, text)
+    _write_old(vault / "done-task.md", "---\nstatus: done\n---\n- [x] Paint\n")
+    _write_old(vault / "mine.md", MARKER)
+    _write_old(vault / "finished.md", MARKER_DONE)
+
+    ran = run_cli("report", str(vault), capsys=capsys)
+
+    assert ran.code == 0
+    report = (vault / "vaultd report.md").read_text(encoding="utf-8")
+    assert "1 note(s) still Pending or Processing are not counted." in report
+    assert "| [[finished]] | Done |" in report
+    assert "[[done-task]]" not in report and "[[task]]" not in report

@@ -27,6 +27,7 @@ from vaultd.errors import NoteReadError
 
 BOM = "\ufeff"
 RUNNABLE = ("pending", "processing")  # a note left Processing by a run that died runs again
+SHOWN = (*RUNNABLE, "done", "error")  # the statuses status and the report count
 
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
 _QUOTE = re.compile(r"^ {0,3}>")

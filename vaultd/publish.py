@@ -26,7 +26,7 @@ from typing import Literal
 
 from vaultd.config import Settings
 from vaultd.errors import NoteReadError, WriteConflict, WriteError
-from vaultd.note import BOM, decode, parse
+from vaultd.note import BOM, RUNNABLE, SHOWN, decode, not_vaultds, parse
 from vaultd.report import (
     BASE_MARKER,
     DEFAULT_PREFIX,
@@ -37,7 +37,7 @@ from vaultd.report import (
     summarise,
 )
 from vaultd.results import NoteResults, is_evaluated, note_results
-from vaultd.vault import head_status, iter_notes
+from vaultd.vault import iter_notes, peek
 from vaultd.writer import Writer
 
 log = logging.getLogger("vaultd.report")
@@ -76,22 +76,25 @@ def gather(vault: Path, exclude: Path, max_bytes: int) -> Gathered:
     for path in iter_notes(vault):
         if path == exclude:
             continue
-        status = head_status(path)
-        if status in ("pending", "processing"):
-            waiting += 1
+        peeked = peek(path, SHOWN)  # the run's quick look: a short note is read only once
+        if peeked is not None and peeked[0] not in SHOWN:
             continue
-        if status not in ("done", "error", None):
-            continue
+        note = peeked[1] if peeked else None
         name = path.relative_to(vault).as_posix()
-        try:
-            size = path.stat().st_size
-            if size > max_bytes:
-                raise NoteReadError(f"{name}: too large ({size} bytes)")
-            note = parse(decode(path.read_bytes(), name))
-        except (OSError, NoteReadError):
-            unreadable.append(name)
+        if note is None:
+            try:
+                size = path.stat().st_size
+                if size > max_bytes:
+                    raise NoteReadError(f"{name}: too large ({size} bytes)")
+                note = parse(decode(path.read_bytes(), name))
+            except (OSError, NoteReadError):
+                unreadable.append(name)
+                continue
+        if not_vaultds(note, SHOWN) is not None:  # a person's task note: not counted
             continue
-        if is_evaluated(note):
+        if (note.status or "").strip().lower() in RUNNABLE:
+            waiting += 1
+        elif is_evaluated(note):
             notes.append(note_results(name, note))
     return Gathered(tuple(notes), waiting, tuple(unreadable))
 

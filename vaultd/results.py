@@ -25,7 +25,7 @@ import yaml
 
 from vaultd import yamlread
 from vaultd.measures import Measure, parse_measures
-from vaultd.note import Callout, Note
+from vaultd.note import Callout, Note, not_vaultds
 from vaultd.render import one_line
 
 Scalar = bool | int | float | str | None
@@ -112,8 +112,7 @@ def _reject(name: str) -> object:
 
 def is_evaluated(note: Note) -> bool:
     """Done or Error, and one of vaultd's notes (a task note with ``Status: Done`` is not)."""
-    finished = (note.status or "").strip().lower() in ("done", "error")
-    return finished and bool(note.first("measures") or note.first("evaluation"))
+    return not_vaultds(note, ("done", "error")) is None
 
 
 def note_results(name: str, note: Note) -> NoteResults:

@@ -18,10 +18,8 @@ from typing import Any
 
 from vaultd.daemon import STATE_FILE
 from vaultd.errors import NoteReadError
-from vaultd.note import decode, not_vaultds, parse
+from vaultd.note import SHOWN, decode, not_vaultds, parse
 from vaultd.vault import iter_notes, peek
-
-SHOWN = ("pending", "processing", "done", "error")
 
 
 @dataclass

@@ -102,14 +102,6 @@ def wants_run(path: Path) -> bool:
     return note is None or not_vaultds(note, RUNNABLE) is None
 
 
-def head_status(path: Path) -> str | None:
-    """The note's Status, lower-cased, read from its head alone ("" for none, or if the file
-    is gone); None when the frontmatter runs past the head, or the file cannot be read (a
-    permission): then read the whole note, and that read says why it cannot."""
-    peeked = peek(path)
-    return None if peeked is None else peeked[0]
-
-
 def peek(path: Path, whole_for: tuple[str, ...] = ()) -> tuple[str, Note | None] | None:
     """What the note's head says: its Status, lower-cased ("" for none, or if the file is
     gone), and the whole note parsed when the head is the whole (UTF-8) note and its

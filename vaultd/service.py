@@ -132,9 +132,14 @@ def install(vault: Path, unit_dir: Path | None = None, start: bool = True) -> li
     if not vault.is_dir():
         raise VaultdError(f"{vault}: not a folder")
     folder = (unit_dir or UNIT_DIR).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
     unit = folder / "vaultd@.service"
-    unit.write_text(render_template(), encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        unit.write_text(render_template(), encoding="utf-8")
+    except OSError as exc:  # translated here, at the edge: no traceback reaches a person
+        where = exc.filename if exc.filename is not None else unit
+        raise VaultdError(f"{where}: cannot write the unit file: "
+                          f"{exc.strerror or exc}") from exc
     instance = f"vaultd@{escape_path(vault)}.service"
     done = [f"wrote {unit}"]
     if not start:

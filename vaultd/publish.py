@@ -27,9 +27,9 @@ from typing import Literal
 from vaultd.config import Settings
 from vaultd.errors import NoteReadError, WriteConflict, WriteError
 from vaultd.note import BOM, RUNNABLE, SHOWN, decode, not_vaultds, parse
+from vaultd.properties import DEFAULT_PREFIX
 from vaultd.report import (
     BASE_MARKER,
-    DEFAULT_PREFIX,
     REPORT_MARKER,
     Gathered,
     base_text,
@@ -68,8 +68,10 @@ def report_paths(vault: Path, settings: Settings) -> tuple[Path, Path]:
     return report, report.parent / BASE_NAME
 
 
-def gather(vault: Path, exclude: Path, max_bytes: int) -> Gathered:
-    """Every evaluated (Done or Error) note's results; ``exclude`` is the report itself."""
+def gather(vault: Path, exclude: Path, max_bytes: int,
+           prefix: str = DEFAULT_PREFIX) -> Gathered:
+    """Every evaluated (Done or Error) note's results, typed by their ``prefix`` properties;
+    ``exclude`` is the report itself."""
     notes: list[NoteResults] = []
     waiting = 0
     unreadable: list[str] = []
@@ -95,7 +97,7 @@ def gather(vault: Path, exclude: Path, max_bytes: int) -> Gathered:
         if (note.status or "").strip().lower() in RUNNABLE:
             waiting += 1
         elif is_evaluated(note):
-            notes.append(note_results(name, note))
+            notes.append(note_results(name, note, prefix))
     return Gathered(tuple(notes), waiting, tuple(unreadable))
 
 
@@ -118,8 +120,8 @@ def publish(vault: Path, settings: Settings, writer: Writer, *,
         raise WriteError(f"{report}: exists and was not written by vaultd (its first line is "
                          "not vaultd's marker); left as it is. Move it away, or set "
                          "report_path to another name")
-    gathered = gather(vault, report, settings.max_note_bytes)
-    prefix = getattr(settings, "property_prefix", DEFAULT_PREFIX)
+    prefix = settings.property_prefix
+    gathered = gather(vault, report, settings.max_note_bytes, prefix)
     base_link = base.relative_to(vault).as_posix()
     measures = summarise(gathered.notes)
     texts = [

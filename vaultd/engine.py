@@ -10,7 +10,6 @@ measures changed, or leaves the note alone when they took it out of ``Pending``.
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from vaultd.errors import (
     WriteError,
 )
 from vaultd.graph import Plan, plan
-from vaultd.measures import Measure, declared_ids, parse_measures
+from vaultd.measures import Measure, read_block
 from vaultd.model import ModelReply, ModelRequest
 from vaultd.note import RUNNABLE, Note, decode, frontmatter_problem, not_vaultds, parse
 from vaultd.overrides import Overrides, read_overrides
@@ -115,8 +114,7 @@ class _Stop(Exception):
 
 def fingerprint(note: Note) -> tuple[str | None, ...]:
     """What decides the results: the query, the answer and the measures block."""
-    measures = note.first("measures")
-    block = measures.block(("md", "yaml")) if measures else None
+    block = note.measures_block
     return (
         note.block_text("query", ("text",)),
         note.block_text("answer", ("text",)),
@@ -226,10 +224,9 @@ def check_note(note: Note) -> Checked:
         problems.append(Problem(None, "no [!measures] callout",
                                 "add a `> [!measures]` callout holding a `measures-md` block"))
     else:
-        block = callouts[0].block(("md", "yaml"))
+        block = note.measures_block
         if block is not None:  # always: a [!measures] callout without one is the user's
-            fmt = block.info.lower().removeprefix("measures-")
-            read = _read_measures(block.content, fmt, block.first_line + 1)
+            read = read_block(block)
             measures = list(read.measures)
             problems.extend(read.problems)
             unreadable = set(read.unreadable)
@@ -248,41 +245,6 @@ def check_note(note: Note) -> Checked:
     if problems or graph is None:
         raise FormatError(problems)
     return Checked(graph, query, answer, overrides)
-
-
-@dataclass(frozen=True)
-class _ReadMeasures:
-    measures: tuple[Measure, ...]
-    problems: tuple[Problem, ...]
-    unreadable: frozenset[str]  # declared, but not valid
-
-
-def _read_measures(content: str, fmt: str, first_line: int) -> _ReadMeasures:
-    """A measures block, read once: notes asked the same questions share their measures.
-
-    The block is read as if it began on line 1 and its measures moved to ``first_line``; a
-    block with problems is read again in place, since messages may name lines too.
-    """
-    read = _read_measures_from_line_1(content, fmt)
-    if read.problems:
-        return _read_measures_uncached(content, fmt, first_line)
-    if first_line == 1:
-        return read
-    shift = first_line - 1
-    return _ReadMeasures(
-        tuple(m.model_copy(update={"line": m.line + shift}) for m in read.measures),
-        (), read.unreadable)
-
-
-@functools.lru_cache(maxsize=512)
-def _read_measures_from_line_1(content: str, fmt: str) -> _ReadMeasures:
-    return _read_measures_uncached(content, fmt, 1)
-
-
-def _read_measures_uncached(content: str, fmt: str, first_line: int) -> _ReadMeasures:
-    measures, found = parse_measures(content, fmt, first_line)
-    unreadable = declared_ids(content, fmt) - {m.id for m in measures}
-    return _ReadMeasures(tuple(measures), tuple(found), frozenset(unreadable))
 
 
 class Engine:

@@ -27,7 +27,7 @@ from typing import Literal
 import yaml
 
 from vaultd import yamlread
-from vaultd.measures import Measure, parse_measures
+from vaultd.measures import Measure, read_block
 from vaultd.note import Callout, Note, not_vaultds
 from vaultd.properties import DEFAULT_PREFIX, property_key, recorded_keys
 from vaultd.render import one_line, render_value
@@ -167,12 +167,10 @@ def _typed(value: object, text: str) -> Typed | None:
 
 
 def _declared(note: Note) -> list[Measure]:
-    callout = note.first("measures")
-    block = callout.block(("md", "yaml")) if callout else None
+    block = note.measures_block
     if block is None:
         return []
-    fmt = block.info.lower().removeprefix("measures-")
-    measures, _ = parse_measures(block.content, fmt, block.first_line + 1)
+    measures = read_block(block).measures  # as the engine read them
     seen: set[str] = set()
     unique = []
     for measure in measures:  # as the engine runs them: the first of a duplicated id

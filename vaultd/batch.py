@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultd.cache import ResponseCache
-from vaultd.errors import ModelError
+from vaultd.errors import ModelError, one_line
 from vaultd.model import ModelReply, ModelRequest, redact, request_params
 from vaultd.runner import Deferred
 
@@ -150,7 +150,7 @@ class Batches:
         try:
             batch = self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         except anthropic.AnthropicError as exc:
-            why = f"could not submit the batch: {_one_line(exc)}"
+            why = f"could not submit the batch: {one_line(str(exc), 300)}"
             for key in wanted:
                 self._fail(key, why)
             return len(wanted)
@@ -182,7 +182,7 @@ class Batches:
             log.warning("batch %s is no longer known to the API; its requests will be asked "
                         "again", batch_id)
         except anthropic.AnthropicError as exc:
-            why = f"the batch failed: {_one_line(exc)}"
+            why = f"the batch failed: {one_line(str(exc), 300)}"
             for key in models:
                 self._fail(key, why)
 
@@ -211,11 +211,8 @@ class Batches:
             error = getattr(result, "error", None)
             inner = getattr(error, "error", error)
             message = getattr(inner, "message", None) or str(inner)
-            self._fail(key, f"the batch could not answer: {_one_line(message)}")
+            self._fail(key, f"the batch could not answer: {one_line(str(message), 300)}")
         else:  # canceled or expired: ask again in a later run
             self.model.failed(key, f"the batch request was {result.type}; set the note to "
                                    "Pending again")
 
-
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())[:300]

@@ -31,6 +31,7 @@ from vaultd.errors import (
     Problem,
     WriteConflict,
     WriteError,
+    one_line,
 )
 from vaultd.graph import Plan, plan
 from vaultd.measures import Measure, read_block
@@ -46,7 +47,6 @@ from vaultd.render import (
     error_callout,
     evaluation_block,
     evaluation_pair,
-    one_line,
 )
 from vaultd.runner import Deferred, Effects, ModelChoice, run_plan, shared_contexts
 from vaultd.splice import Changes, apply

@@ -27,10 +27,11 @@ from typing import Literal
 import yaml
 
 from vaultd import yamlread
+from vaultd.errors import one_line
 from vaultd.measures import Measure, read_block
 from vaultd.note import Callout, Note, not_vaultds
 from vaultd.properties import DEFAULT_PREFIX, property_key, recorded_keys
-from vaultd.render import one_line, render_value
+from vaultd.render import render_value
 
 Scalar = bool | int | float | str | None
 Typed = bool | int | float | str | tuple[bool | int | float | str, ...]  # a property's value

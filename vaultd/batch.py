@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from vaultd.cache import ResponseCache
 from vaultd.errors import ModelError, one_line
 from vaultd.model import ModelReply, ModelRequest, redact, request_params
 from vaultd.runner import Deferred
+from vaultd.writer import write_whole
 
 log = logging.getLogger("vaultd.batch")
 
@@ -118,13 +118,7 @@ class Batches:
 
     def _save(self, batches: list[dict[str, Any]]) -> None:
         self.state_path.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"batches": batches}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.state_path)
+        write_whole(self.state_path, json.dumps({"batches": batches}).encode("utf-8"))
 
     # -- rounds ----------------------------------------------------------------------
 

@@ -34,7 +34,6 @@ own writes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -56,6 +55,7 @@ from vaultd.service import ENV_FILE, notify, read_env_file, watchdog_interval
 from vaultd.services import Services, open_services
 from vaultd.vault import display_path, iter_notes, wants_run
 from vaultd.watcher import Watcher
+from vaultd.writer import write_whole
 
 log = logging.getLogger("vaultd.daemon")
 
@@ -364,18 +364,11 @@ class Daemon:
             "last_errors": self.stats.last_errors,
         }
         path = self.vault / STATE_FILE
-        tmp = path.with_suffix(".tmp")
         try:
             path.parent.mkdir(mode=0o700, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(state))
-            os.replace(tmp, path)
+            # Rewritten every few seconds, read by `vaultd status`: whole, not durable.
+            write_whole(path, json.dumps(state).encode("utf-8"), sync=False)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             if not self._state_warned:  # once, not every 5 s while the disk is full
                 log.warning("cannot write %s: %s", path, exc)
             self._state_warned = True

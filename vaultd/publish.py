@@ -16,10 +16,8 @@ all, and never over a file that appeared meanwhile.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,7 +36,7 @@ from vaultd.report import (
 )
 from vaultd.results import NoteResults, is_evaluated, note_results
 from vaultd.vault import iter_notes, peek
-from vaultd.writer import Writer
+from vaultd.writer import Writer, write_whole
 
 log = logging.getLogger("vaultd.report")
 
@@ -179,35 +177,15 @@ def put(writer: Writer, path: Path, text: str, marker: str, *, create: bool) -> 
 
 
 def _create(path: Path, data: bytes) -> None:
-    """Create ``path`` holding ``data``, whole or not at all; FileExistsError if it exists."""
-    temp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"  # a dot-file: not a note
+    """Create ``path`` holding ``data``, whole or not at all; FileExistsError if it exists.
+    Its temporary file is a dot-file, which no one takes for a note."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_new(temp, data)
-        try:
-            os.link(temp, path)  # never replaces a file: FileExistsError if one is there
-        except FileExistsError:
-            raise
-        except OSError:  # a file system without hard links: create it exclusively
-            _write_new(path, data)
+        write_whole(path, data, mode=0o666, replace=False)
     except FileExistsError:
         raise
     except OSError as exc:
         raise WriteError(f"{path}: cannot create: {exc.strerror or exc}") from exc
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def describe(publication: Publication) -> list[str]:

@@ -70,9 +70,10 @@ STATE_DIR = Path(".vaultd")
 
 
 # vaultd's own files in VAULT/.vaultd (cache.py's, daemon.py's, batch.py's); with the
-# folder itself and the journal (writer.py), none is ever followed through a link.
+# folder itself and the journal (writer.py), none is ever followed through a link (the
+# temporary files of writer.write_whole are new files, created exclusively).
 OWN_FILES = ("cache.sqlite3", "cache.sqlite3-wal", "cache.sqlite3-shm", "cache.sqlite3-journal",
-             "daemon.json", "daemon.tmp", "batches.json", "batches.tmp")
+             "daemon.json", "batches.json")
 
 
 def private_state(vault: Path) -> None:

@@ -127,8 +127,3 @@ def error_callout(messages: list[str]) -> list[str]:
     """vaultd's ``[!error]`` callout, naming every problem (``line N: message``)."""
     body = "\n".join(messages)
     return ["***", "", *code_callout(f"> [!error] {ERROR_TITLE}", "error-text", body)]
-
-
-def answer_callout(answer: str) -> list[str]:
-    """A generated answer, in the seed's ``[!answer]`` shape."""
-    return ["***", "", *code_callout("> [!answer]", "answer-text", answer.strip("\r\n"))]

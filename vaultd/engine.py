@@ -22,7 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from vaultd.cost import Price, Usage
+from vaultd.config import Settings
+from vaultd.cost import Usage
 from vaultd.errors import (
     FormatError,
     MeasureError,
@@ -78,19 +79,13 @@ class NoteResult:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    model: str
-    answer_model: str
-    max_tokens: int
-    answer_max_tokens: int
-    max_note_bytes: int
+    # The model, token limits, note size limit, prices, cache and property prefix: as set.
+    settings: Settings
     live_interval: float = 0.25  # at most this often a live (partial) write
     # Write ``Processing`` as soon as a run starts (the daemon: someone may be watching), or
     # only with the first live write, so a note that finishes within ``live_interval`` is
     # written once (``--once``).
     announce_at_start: bool = True
-    prices: dict[str, Price] = field(default_factory=dict)
-    use_cache: bool = True
-    property_prefix: str = "eval_"  # results as properties: <prefix><measure id>
 
 
 class _Restart(Exception):
@@ -285,7 +280,7 @@ class Engine:
 
     def _process(self, path: Path, should_stop: Callable[[], bool]) -> NoteResult:
         try:
-            data, note = read_note(path, self.options.max_note_bytes, self.writer.vault)
+            data, note = read_note(path, self.options.settings.max_note_bytes, self.writer.vault)
         except NoteReadError:
             marked = self._mark_too_large(path)
             if marked is None:
@@ -349,11 +344,11 @@ class Engine:
         else:
             known["answer"] = Success(answer)
         choice = ModelChoice(
-            model=overrides.model or self.options.model,
-            max_tokens=overrides.max_tokens or self.options.max_tokens,
+            model=overrides.model or self.options.settings.model,
+            max_tokens=overrides.max_tokens or self.options.settings.max_tokens,
             usage=session.usage,
-            prices=self.options.prices,
-            use_cache=self.options.use_cache and overrides.cache is not False,
+            prices=self.options.settings.prices,
+            use_cache=self.options.settings.cache and overrides.cache is not False,
             shared_context=shared_contexts(checked.plan),
         )
         outcomes = run_plan(
@@ -391,7 +386,7 @@ class Engine:
             summary = _summary(failed, len(checked.plan.measures), answer_failed)
             own = self._final_props(summary if failed else None,
                                     session.usage if asks else None)
-            props = property_changes(current, self.options.property_prefix,
+            props = property_changes(current, self.options.settings.property_prefix,
                                      checked.plan.measures, outcomes)
             collisions = props.collisions
             return Changes(
@@ -415,7 +410,7 @@ class Engine:
         """A note left ``Processing`` (by a crash) that is now too large to run: its Status
         becomes Error, with the reason, so it is never left Processing. Read up to
         ``TOO_LARGE_READ`` times the limit; None when it is not such a note."""
-        limit = self.options.max_note_bytes
+        limit = self.options.settings.max_note_bytes
         try:
             data, note = read_note(path, limit * TOO_LARGE_READ, self.writer.vault)
         except NoteReadError:
@@ -436,10 +431,10 @@ class Engine:
     def _generate_answer(self, session: _Session, query: str, overrides: Overrides,
                          should_stop: Callable[[], bool]) -> Outcome | None:
         request = ModelRequest(
-            model=overrides.answer_model or self.options.answer_model,
-            max_tokens=overrides.answer_max_tokens or self.options.answer_max_tokens,
+            model=overrides.answer_model or self.options.settings.answer_model,
+            max_tokens=overrides.answer_max_tokens or self.options.settings.answer_max_tokens,
             prompt=query,
-            use_cache=self.options.use_cache and overrides.cache is not False,
+            use_cache=self.options.settings.cache and overrides.cache is not False,
         )
         future = self.effects.executor.submit(self._ask, request, session.usage)
         while True:  # waited on here, so that a shutdown need not wait for the model
@@ -472,7 +467,7 @@ class Engine:
     def _ask(self, request: ModelRequest, usage: Usage) -> ModelReply:
         with self.effects.model_slots:
             reply = self.effects.model.complete(request)
-        usage.add(reply, self.options.prices)
+        usage.add(reply, self.options.settings.prices)
         return reply
 
     def _final_props(self, error: str | None, usage: Usage | None = None
@@ -571,7 +566,7 @@ class _Session:
                 wanted = replace(wanted, results=self.rendered())
             text = apply(self.note, wanted)
             new = text.encode("utf-8")
-            limit = self.engine.options.max_note_bytes
+            limit = self.engine.options.settings.max_note_bytes
             if len(new) > max(limit, len(self.data)):
                 if self._refuse_latest(len(new), limit):
                     continue  # that result is now its measure's error: render again

@@ -167,18 +167,7 @@ def open_services(
         executor=executor,
         model_slots=ModelSlots(settings.concurrency),
     )
-    options = EngineOptions(
-        model=settings.model,
-        answer_model=settings.answer_model,
-        max_tokens=settings.max_tokens,
-        answer_max_tokens=settings.answer_max_tokens,
-        max_note_bytes=settings.max_note_bytes,
-        live_interval=live_interval,
-        announce_at_start=announce_at_start,
-        prices=dict(settings.prices),
-        use_cache=settings.cache,
-        property_prefix=settings.property_prefix,
-    )
+    options = EngineOptions(settings, live_interval, announce_at_start)
     services = Services(Engine(effects, writer, options), writer, problem, recovered, batches,
                         settings, vault, cache, clients)
     try:

@@ -29,6 +29,17 @@ def measures_of(text: str) -> list[dict[str, object]]:
     return [m.model_dump(exclude={"line"}) for m in measures]
 
 
+def test_init_given_a_relative_path_shows_every_file_relative(
+    vault: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(vault.parent)
+    ran = run_cli("init", vault.name, capsys=capsys)
+    assert ran.code == 0
+    assert [line for line in ran.out.splitlines() if line.startswith("wrote")] == [
+        "wrote .vaultd/config.toml", f"wrote Templates/{TEMPLATE_NAME}",
+        "wrote vaultd report.md", "wrote vaultd.base"]
+
+
 def test_init_writes_the_config_and_a_template(vault: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     ran = run_cli("init", str(vault), capsys=capsys)

@@ -41,10 +41,11 @@ def test_seed_measures_and_plan() -> None:
         "const index = input.indexOf(params.target); return index === -1 ? 'N/A' : index + 1;"
     )
     assert measures[0].line == 79  # the `* ---` line in the seed
-    assert [[m.id for m in level] for level in checked.plan.levels()] == [
-        ["mentioned_treatments", "recommendation_strength"],
-        ["poteligeo_mentioned", "poteligeo_position"],
-    ]
+    assert checked.plan.depends_on == {
+        "mentioned_treatments": (), "recommendation_strength": (),
+        "poteligeo_mentioned": ("mentioned_treatments",),
+        "poteligeo_position": ("mentioned_treatments",),
+    }
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vaultd.engine import check_note
+from vaultd.errors import one_line
 from vaultd.note import parse, unquote
 from vaultd.render import (
     Failure,
@@ -30,7 +31,6 @@ from vaultd.render import (
     error_callout,
     evaluation_block,
     evaluation_pair,
-    one_line,
     render_outcome,
 )
 from vaultd.splice import Changes, apply

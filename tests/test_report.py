@@ -58,6 +58,9 @@ def finished_note(status: str, evaluated: str, outcomes: list[Outcome],
         text = yaml_value(outcome.value) if isinstance(outcome, Success) else None
         if text is not None:
             properties.append(f"eval_{measure_id}:{'' if text[:1] == chr(10) else ' '}{text}")
+    written = [line.split(":", 1)[0] for line in properties]
+    if written:  # the record of the keys vaultd wrote, as the run writes it
+        properties.append(f"vaultd_properties:{yaml_value(written)}")
     lines = ["---", f"Status: {status}", "topic: CTCL", f"Evaluated: {evaluated}",
              *"\n".join(properties).splitlines(), "---", "",
              "***", "", "> [!answer]", "> ```answer-text", "> An answer.", "> ```", "", "***",

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+from vaultd.measures import parse_measures
 from vaultd.note import parse
-from vaultd.render import Failure, Skipped, Success, evaluation_block, evaluation_pair
+from vaultd.properties import property_changes
+from vaultd.render import (
+    Failure,
+    Outcome,
+    Skipped,
+    Success,
+    evaluation_block,
+    evaluation_pair,
+)
+from vaultd.report import Gathered, report_text, summarise
 from vaultd.results import note_results, scalar
+from vaultd.splice import Changes, apply
 
 from .notes import SEED
 
@@ -30,7 +41,8 @@ def test_the_seed_notes_results_are_matched_to_their_ids() -> None:
         ("poteligeo_position", "1", "ok"),
         ("recommendation_strength", "9", "ok"),
     ]
-    assert results.results[3].value == 9 and results.results[1].value is True
+    # The seed has no properties: nothing recorded a type, so its results are text.
+    assert results.results[3].value == "9" and results.results[1].value == "true"
     assert results.unmatched == 0 and results.link == "seed"
 
 
@@ -55,7 +67,8 @@ def test_same_labels_are_told_apart_by_order_and_strays_are_counted() -> None:
     results = note_results("dir/n.md", parse(text))
     assert [(r.measure, r.state) for r in results.results] == [
         ("a", "ok"), ("b", "error"), ("c", "skipped")]
-    assert results.results[0].items == ("x", "y") and results.results[0].value == ("x", "y")
+    # No property recorded a list: two lines of text are one value.
+    assert results.results[0].items == ("x\ny",) and results.results[0].value == "x\ny"
     assert results.results[1].text == "Error: boom"
     assert results.unmatched == 1
     assert results.evaluated == "2025-03-04T05:06:07" and results.month == "2025-03"
@@ -69,3 +82,60 @@ def test_figures_of_the_largest_numbers_do_not_overflow() -> None:
     figures = number_figures(big)
     assert figures["min"] == "1.6e308" and figures["max"] == "1.7e308"
     assert figures["mean"] == figures["median"] and len(figures["mean"]) == 309
+
+
+def _run_note(outcomes: dict[str, Outcome], prefix: str = "eval_") -> str:
+    """A note as a run leaves it: its evaluation pairs, and its results as properties."""
+    text = _note([(m, m) for m in outcomes],
+                 [evaluation_pair(m, "programmatic", o) for m, o in outcomes.items()])
+    note = parse(text)
+    block = note.first("measures").block(("md",))  # type: ignore[union-attr]
+    assert block is not None
+    measures, _ = parse_measures(block.content, "md", block.first_line + 1)
+    props = property_changes(note, prefix, measures, outcomes)
+    return apply(note, Changes(properties=props.changes))
+
+
+OUTCOMES: dict[str, Outcome] = {
+    "digits": Success("9"), "nine": Success(9), "lines": Success("one\ntwo"),
+    "yes": Success(True), "list": Success(["a", 2]), "none": Success(None),
+    "obj": Success({"k": 1}), "bad": Failure("boom"), "errtext": Success("Error: not one"),
+}
+
+
+def test_results_keep_the_type_the_run_recorded() -> None:
+    text = _run_note(OUTCOMES)
+    assert 'eval_digits: "9"' in text and "eval_nine: 9" in text  # the property's types
+    values = {r.measure: r.value for r in note_results("n.md", parse(text)).results}
+    assert values == {
+        "digits": "9", "nine": 9, "lines": "one\ntwo", "yes": True, "list": ("a", 2),
+        "none": None, "obj": '{"k":1}', "bad": None, "errtext": "Error: not one",
+    }
+    assert type(values["digits"]) is str and type(values["yes"]) is bool
+    states = {r.measure: r.state for r in note_results("n.md", parse(text)).results}
+    assert states["bad"] == "error" and states["errtext"] == "ok"
+
+
+def test_a_text_9_is_text_in_the_report_and_many_lines_are_one_value() -> None:
+    notes = (note_results("a.md", parse(_run_note({"digits": Success("9"),
+                                                   "lines": Success("one\ntwo")}))),
+             note_results("b.md", parse(_run_note({"digits": Success("10"),
+                                                   "lines": Success("one")}))))
+    by_id = {m.id: m for m in summarise(notes)}
+    assert by_id["digits"].kind == "text" and not by_id["digits"].numbers
+    assert by_id["lines"].counts == {"one\ntwo": 1, "one": 1}
+    report = report_text(Gathered(notes))
+    assert "| one, two | 1 | 50.0% |" in report  # one value, on one table line
+
+
+def test_a_property_that_is_not_the_runs_types_nothing() -> None:
+    text = _run_note({"nine": Success(9)})
+    hand = text.replace("vaultd_properties:\n  - eval_nine\n", "")  # not in the record
+    assert hand != text
+    [result] = note_results("n.md", parse(hand)).results
+    assert result.value == "9"
+    edited = text.replace("> 9\n", "> 10\n")  # the result edited: the property is stale
+    [result] = note_results("n.md", parse(edited)).results
+    assert result.value == "10"
+    [result] = note_results("n.md", parse(_run_note({"nine": Success(9)}, "x_")), "x_").results
+    assert result.value == 9

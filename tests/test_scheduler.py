@@ -92,3 +92,20 @@ def test_progress_bar_line() -> None:
         "0:30 left"
     )
     assert format_bar(0, 0, 0, Usage(), 0.0).startswith("[" + "#" * 24 + "] 0/0 notes")
+
+
+def test_one_debounce_rule_for_notes_and_the_report() -> None:
+    from vaultd.refresh import Debounced
+    from vaultd.scheduler import settled_at
+
+    assert settled_at(0.0, 1.0, 2.0, 10.0) == 3.0  # settle after the latest event
+    assert settled_at(0.0, 9.0, 2.0, 10.0) == 10.0  # but no later than max_wait
+    assert settled_at(0.0, 1.0, 2.0, 0.5) == 2.0  # max_wait is at least settle
+    now = [0.0]
+    debounced = Debounced(lambda: None, 2.0, 10.0, clock=lambda: now[0])
+    for now[0] in (0.0, 1.0, 9.0):
+        debounced.poke()
+    now[0] = 9.9
+    assert not debounced.run_due()
+    now[0] = 10.0
+    assert debounced.run_due()

@@ -47,6 +47,18 @@ def test_an_empty_answer_is_dealt_by_its_query(tmp_path: Path) -> None:
     assert b"Which drugs?" in shards.topic(first)
 
 
+def test_the_topic_is_read_as_the_run_reads_the_note(tmp_path: Path) -> None:
+    """A flashcard's ``[!answer]`` (no answer-text block) and a quoted one inside a code
+    fence are the user's text: both notes ask the model the same query."""
+    first, second = tmp_path / "a.md", tmp_path / "b.md"
+    query = "> [!query]\n> ```query-text\n> Which drugs?\n> ```\n\n"
+    first.write_text("> [!answer]- Reveal\n> Card one.\n\n" + query, encoding="utf-8")
+    second.write_text("```\n> [!answer]\n> ```answer-text\n> Not one.\n```\n\n" + query,
+                      encoding="utf-8")
+    assert shards.topic(first) == shards.topic(second) == b"Which drugs?"
+    assert shards.topic(tmp_path / "missing.md") == b""
+
+
 @pytest.mark.parametrize(("total", "processes", "expected"),
                          [(8, 2, [4, 4]), (9, 2, [5, 4]), (16, 3, [6, 5, 5])])
 def test_the_model_limit_is_shared_out_exactly(total: int, processes: int,

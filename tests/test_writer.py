@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import stat
@@ -557,11 +558,12 @@ def test_corrupt_entry_is_removed_and_reported(vault: Path, content: bytes) -> N
     note = make_note(vault, OLD)
     crash_write(vault, note, OLD, NEW, "after_journal")
     [good] = journal_entries(vault)
-    bad = good.parent / "0000bad.json"
+    bad = good.parent / "slot-9.journal"
     bad.write_bytes(content)
     results = Writer(vault).recover()
     outcomes = {r.path: r.outcome for r in results}
-    assert outcomes == {bad: "bad_entry", vault / "note.md": "completed"}
+    assert outcomes == {**({bad: "bad_entry"} if content else {}),  # empty: a free slot
+                        vault / "note.md": "completed"}
     assert note.read_bytes() == NEW
     assert journal_entries(vault) == []
 
@@ -589,13 +591,25 @@ def test_entry_pointing_outside_vault_is_bad(vault: Path, tmp_path: Path) -> Non
     # A well-formed entry whose path climbs out of the vault must never be followed.
     doc["path"] = "../outside.md"
     doc["sha256"] = writer_mod._checksum("../outside.md", OLD, NEW)
-    evil = entry.parent / writer_mod._entry_name("../outside.md")
-    evil.write_text(json.dumps(doc))
-    entry.unlink()
+    entry.write_text(json.dumps(doc))
     [rec] = Writer(vault).recover()
     assert rec.outcome == "bad_entry"
     assert outside.read_bytes() == OLD
     assert journal_entries(vault) == []
+
+
+def test_a_file_in_the_journal_that_is_no_slot_is_removed_and_reported(vault: Path) -> None:
+    """The journal holds slots alone: an entry file of the format vaultd wrote before slots
+    (never released) is not applied."""
+    note = make_note(vault, OLD)
+    crash_write(vault, note, OLD, NEW, "after_journal")
+    [slot] = journal_entries(vault)
+    old_style = slot.parent / (hashlib.sha256(b"note.md").hexdigest() + ".json")
+    old_style.write_bytes(slot.read_bytes())
+    slot.write_bytes(b"")
+    [rec] = Writer(vault).recover()
+    assert (rec.path, rec.outcome, rec.detail) == (old_style, "bad_entry", "not a journal slot")
+    assert note.read_bytes() == OLD and not old_style.exists()
 
 
 def test_leftover_temp_file_is_removed_silently(vault: Path) -> None:
@@ -755,3 +769,18 @@ def test_a_journal_deleted_under_a_writer_is_made_again(vault: Path) -> None:
     crash_write(vault, crash, OLD, NEW, "after_journal")  # an entry on disk, as it must be
     [rec] = Writer(vault).recover()
     assert (rec.path, rec.outcome) == (crash, "completed")
+
+
+def test_write_whole_replaces_or_creates_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    from vaultd.writer import write_whole
+
+    state = tmp_path / "daemon.json"
+    write_whole(state, b"{}")
+    write_whole(state, b'{"a": 1}', sync=False)
+    assert state.read_bytes() == b'{"a": 1}' and state.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError):
+        write_whole(state, b"other", replace=False)
+    assert state.read_bytes() == b'{"a": 1}'
+    write_whole(tmp_path / "new.md", b"x", mode=0o644, replace=False)
+    assert (tmp_path / "new.md").read_bytes() == b"x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["daemon.json", "new.md"]

@@ -47,6 +47,8 @@ import struct
 import sys
 from typing import Any
 
+from vaultd.errors import one_line
+
 MIB = 1024 * 1024
 KIB = 1024
 MAX_STACK_BYTES = 1 * MIB
@@ -94,15 +96,12 @@ def memory_limit_message(size: int) -> str:
     return f"memory limit exceeded ({format_bytes(size)})"
 
 
-def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """The first line of ``text``, printable, valid UTF-8, at most ``limit`` characters."""
+def first_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """The first line of ``text`` (a JavaScript error without its stack), printable, as
+    :func:`vaultd.errors.one_line` puts it on one line of at most ``limit`` characters."""
     lines = text.strip().splitlines()
-    line = lines[0].strip() if lines else ""
-    line = "".join(ch if ch.isprintable() else " " for ch in line)
-    line = line.encode("utf-8", "replace").decode("utf-8")
-    if len(line) > limit:
-        line = line[: limit - 1].rstrip() + "…"
-    return line
+    line = lines[0] if lines else ""
+    return one_line("".join(ch if ch.isprintable() else " " for ch in line), limit)
 
 
 def frame(request_id: int, body: bytes) -> bytes:
@@ -228,7 +227,7 @@ def logic_line(stack: str, logic: str) -> int | None:
 
 def _error_line(text: str, request: dict[str, Any], stack: str = "") -> _Failure:
     """Map the first line of a JavaScript error to vaultd's wording."""
-    line = one_line(text)
+    line = first_line(text)
     if line == "InternalError: interrupted":
         return _Failure(time_limit_message(float(request["time_limit"])), retire=True)
     if line == "" or (line.startswith("InternalError:") and "out of memory" in line):
@@ -237,7 +236,7 @@ def _error_line(text: str, request: dict[str, Any], stack: str = "") -> _Failure
         return _Failure("stack overflow")
     where = logic_line(stack, request["logic"])
     if where is not None:
-        line = one_line(f"{line[: MAX_MESSAGE_CHARS - 20]} (logic line {where})")
+        line = first_line(f"{line[: MAX_MESSAGE_CHARS - 20]} (logic line {where})")
     return _Failure(line)
 
 
@@ -304,7 +303,7 @@ def _evaluate(quickjs: Any, request: dict[str, Any], keep: list[Any], meter: _Me
         out = ctx.eval(_WRAPPER)
     except quickjs.JSException as exc:
         text = str(exc)
-        if one_line(text) == "null":
+        if first_line(text) == "null":
             raise _null_thrown(request, meter.near(memory_limit)) from None
         failure = _error_line(text, request)
         if isinstance(exc, quickjs.StackOverflow) and not failure.retire:
@@ -665,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
             error = failure.message
             retire = retire or failure.retire
         except Exception as exc:  # a bad request or an engine failure: report, then leave
-            error = one_line(f"sandbox internal error: {type(exc).__name__}: {exc}")
+            error = first_line(f"sandbox internal error: {type(exc).__name__}: {exc}")
             retire = True
         if not retire and isinstance(request, dict):
             # Near its memory limit (even if the measure caught the error and went on), or

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from vaultd.cache import ResponseCache
-from vaultd.errors import ModelError
+from vaultd.errors import ModelError, one_line
 from vaultd.model import ModelReply, ModelRequest, redact, request_params
 from vaultd.runner import Deferred
+from vaultd.writer import write_whole
 
 log = logging.getLogger("vaultd.batch")
 
@@ -118,13 +118,7 @@ class Batches:
 
     def _save(self, batches: list[dict[str, Any]]) -> None:
         self.state_path.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"batches": batches}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.state_path)
+        write_whole(self.state_path, json.dumps({"batches": batches}).encode("utf-8"))
 
     # -- rounds ----------------------------------------------------------------------
 
@@ -150,7 +144,7 @@ class Batches:
         try:
             batch = self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         except anthropic.AnthropicError as exc:
-            why = f"could not submit the batch: {_one_line(exc)}"
+            why = f"could not submit the batch: {one_line(str(exc), 300)}"
             for key in wanted:
                 self._fail(key, why)
             return len(wanted)
@@ -182,7 +176,7 @@ class Batches:
             log.warning("batch %s is no longer known to the API; its requests will be asked "
                         "again", batch_id)
         except anthropic.AnthropicError as exc:
-            why = f"the batch failed: {_one_line(exc)}"
+            why = f"the batch failed: {one_line(str(exc), 300)}"
             for key in models:
                 self._fail(key, why)
 
@@ -211,11 +205,8 @@ class Batches:
             error = getattr(result, "error", None)
             inner = getattr(error, "error", error)
             message = getattr(inner, "message", None) or str(inner)
-            self._fail(key, f"the batch could not answer: {_one_line(message)}")
+            self._fail(key, f"the batch could not answer: {one_line(str(message), 300)}")
         else:  # canceled or expired: ask again in a later run
             self.model.failed(key, f"the batch request was {result.type}; set the note to "
                                    "Pending again")
 
-
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())[:300]

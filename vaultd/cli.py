@@ -31,6 +31,7 @@ from vaultd.services import open_services
 from vaultd.status import format_status, vault_status
 from vaultd.vault import (
     DEFAULT_TEMPLATES,
+    display_path,
     find_vault,
     iter_notes,
     state_folder_problem,
@@ -274,7 +275,7 @@ def init_command(vault: Path, out: TextIO) -> int:
     if not _is_folder(vault):
         return EXIT_USAGE
     for written in scaffold.init_vault(vault):
-        name = _relative(written.path, vault)
+        name = display_path(written.path, vault)
         print(f"wrote {name}" if written.created else f"kept {name} (it exists)", file=out)
     # The report too: from now on the daemon keeps it up to date (it never creates one).
     settings = config.load(vault)
@@ -282,10 +283,10 @@ def init_command(vault: Path, out: TextIO) -> int:
     if report.exists() or base.exists():
         for path in (report, base):
             if path.exists():
-                print(f"kept {_relative(path, vault)} (it exists)", file=out)
+                print(f"kept {display_path(path, vault)} (it exists)", file=out)
     else:
         for item in publish(vault, settings, Writer(vault)).files:
-            print(f"wrote {_relative(item.path, vault)}", file=out)
+            print(f"wrote {display_path(item.path, vault)}", file=out)
     if scaffold.uses_default_templates(vault):
         print(f"vaultd: in Obsidian, set the Templates core plugin's folder to "
               f"{DEFAULT_TEMPLATES} to insert the template", file=out)
@@ -322,7 +323,7 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
         if result.status == "not_pending":
             return
         results.append(result)
-        line = f"{result.status.replace('_', ' '):<10} {_relative(result.path, vault)}"
+        line = f"{result.status.replace('_', ' '):<10} {display_path(result.path, vault)}"
         bar.print_above(f"{line}: {result.summary}" if result.summary else line, out)
 
     try:
@@ -496,11 +497,6 @@ def _model_warnings(note: Note, good: Checked, known: frozenset[str]) -> list[tu
         if warning:
             found.append((measure.line, f"measure `{measure.id}`: model {warning}"))
     return found
-
-
-def _relative(path: Path, root: Path) -> str:
-    full, prefix = str(path), str(root).rstrip(os.sep) + os.sep
-    return full[len(prefix):] if full.startswith(prefix) else full
 
 
 def entry() -> None:

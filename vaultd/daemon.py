@@ -34,7 +34,6 @@ own writes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -54,8 +53,9 @@ from vaultd.refresh import Debounced
 from vaultd.scheduler import NoteQueue
 from vaultd.service import ENV_FILE, notify, read_env_file, watchdog_interval
 from vaultd.services import Services, open_services
-from vaultd.vault import iter_notes, wants_run
+from vaultd.vault import display_path, iter_notes, wants_run
 from vaultd.watcher import Watcher
+from vaultd.writer import write_whole
 
 log = logging.getLogger("vaultd.daemon")
 
@@ -282,7 +282,7 @@ class Daemon:
             self._tries.pop(result.path, None)
             return None
         tries = self._tries.get(result.path, 0) + 1
-        name = _relative(result.path, self.vault)
+        name = display_path(result.path, self.vault)
         if tries >= MAX_WRITE_TRIES:
             self._tries.pop(result.path, None)
             log.error("%s: gave up after %d tries to write it; it is tried again when it "
@@ -305,13 +305,13 @@ class Daemon:
         if result.status == "waiting":
             if new:
                 log.warning("%s: %s", result.summary, WAITING)
-            log.debug("%s: waiting", _relative(result.path, self.vault))
+            log.debug("%s: waiting", display_path(result.path, self.vault))
             return
         if result.status == "not_pending":
             return
         if result.status in ("done", "error") and self.refresher is not None:
             self.refresher.poke()
-        name = _relative(result.path, self.vault)
+        name = display_path(result.path, self.vault)
         level = logging.INFO if result.status == "done" else logging.WARNING
         log.log(level, "%s", said(result, name))
         self.stats.processed += 1
@@ -339,7 +339,7 @@ class Daemon:
             log.warning("report: %s", exc)
             return
         for item in publication.files:
-            name = _relative(item.path, self.vault)
+            name = display_path(item.path, self.vault)
             if item.outcome in ("created", "updated"):
                 log.info("report: wrote %s (%d notes)", name, publication.notes)
             elif item.outcome == "not_ours" and not self._report_warned:
@@ -347,7 +347,7 @@ class Daemon:
                 log.warning("report: %s was not written by vaultd; left as it is", name)
         if not any(item.outcome in ("created", "updated") for item in publication.files):
             log.debug("report: refreshed, nothing to write (%s)", ", ".join(
-                f"{_relative(item.path, self.vault)}: {item.outcome}"
+                f"{display_path(item.path, self.vault)}: {item.outcome}"
                 for item in publication.files))
 
     def _write_state(self, running: bool) -> None:
@@ -364,18 +364,11 @@ class Daemon:
             "last_errors": self.stats.last_errors,
         }
         path = self.vault / STATE_FILE
-        tmp = path.with_suffix(".tmp")
         try:
             path.parent.mkdir(mode=0o700, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(state))
-            os.replace(tmp, path)
+            # Rewritten every few seconds, read by `vaultd status`: whole, not durable.
+            write_whole(path, json.dumps(state).encode("utf-8"), sync=False)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             if not self._state_warned:  # once, not every 5 s while the disk is full
                 log.warning("cannot write %s: %s", path, exc)
             self._state_warned = True
@@ -405,13 +398,6 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def run_daemon(vault: Path, settings: Settings) -> int:

@@ -10,7 +10,6 @@ measures changed, or leaves the note alone when they took it out of ``Pending``.
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import logging
 import os
@@ -23,7 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from vaultd.cost import Price, Usage
+from vaultd.config import Settings
+from vaultd.cost import Usage
 from vaultd.errors import (
     FormatError,
     MeasureError,
@@ -32,9 +32,10 @@ from vaultd.errors import (
     Problem,
     WriteConflict,
     WriteError,
+    one_line,
 )
 from vaultd.graph import Plan, plan
-from vaultd.measures import Measure, declared_ids, parse_measures
+from vaultd.measures import Measure, read_block
 from vaultd.model import ModelReply, ModelRequest
 from vaultd.note import RUNNABLE, Note, decode, frontmatter_problem, not_vaultds, parse
 from vaultd.overrides import Overrides, read_overrides
@@ -47,7 +48,6 @@ from vaultd.render import (
     error_callout,
     evaluation_block,
     evaluation_pair,
-    one_line,
 )
 from vaultd.runner import Deferred, Effects, ModelChoice, run_plan, shared_contexts
 from vaultd.splice import Changes, apply
@@ -79,19 +79,13 @@ class NoteResult:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    model: str
-    answer_model: str
-    max_tokens: int
-    answer_max_tokens: int
-    max_note_bytes: int
+    # The model, token limits, note size limit, prices, cache and property prefix: as set.
+    settings: Settings
     live_interval: float = 0.25  # at most this often a live (partial) write
     # Write ``Processing`` as soon as a run starts (the daemon: someone may be watching), or
     # only with the first live write, so a note that finishes within ``live_interval`` is
     # written once (``--once``).
     announce_at_start: bool = True
-    prices: dict[str, Price] = field(default_factory=dict)
-    use_cache: bool = True
-    property_prefix: str = "eval_"  # results as properties: <prefix><measure id>
 
 
 class _Restart(Exception):
@@ -115,8 +109,7 @@ class _Stop(Exception):
 
 def fingerprint(note: Note) -> tuple[str | None, ...]:
     """What decides the results: the query, the answer and the measures block."""
-    measures = note.first("measures")
-    block = measures.block(("md", "yaml")) if measures else None
+    block = note.measures_block
     return (
         note.block_text("query", ("text",)),
         note.block_text("answer", ("text",)),
@@ -226,10 +219,9 @@ def check_note(note: Note) -> Checked:
         problems.append(Problem(None, "no [!measures] callout",
                                 "add a `> [!measures]` callout holding a `measures-md` block"))
     else:
-        block = callouts[0].block(("md", "yaml"))
+        block = note.measures_block
         if block is not None:  # always: a [!measures] callout without one is the user's
-            fmt = block.info.lower().removeprefix("measures-")
-            read = _read_measures(block.content, fmt, block.first_line + 1)
+            read = read_block(block)
             measures = list(read.measures)
             problems.extend(read.problems)
             unreadable = set(read.unreadable)
@@ -248,41 +240,6 @@ def check_note(note: Note) -> Checked:
     if problems or graph is None:
         raise FormatError(problems)
     return Checked(graph, query, answer, overrides)
-
-
-@dataclass(frozen=True)
-class _ReadMeasures:
-    measures: tuple[Measure, ...]
-    problems: tuple[Problem, ...]
-    unreadable: frozenset[str]  # declared, but not valid
-
-
-def _read_measures(content: str, fmt: str, first_line: int) -> _ReadMeasures:
-    """A measures block, read once: notes asked the same questions share their measures.
-
-    The block is read as if it began on line 1 and its measures moved to ``first_line``; a
-    block with problems is read again in place, since messages may name lines too.
-    """
-    read = _read_measures_from_line_1(content, fmt)
-    if read.problems:
-        return _read_measures_uncached(content, fmt, first_line)
-    if first_line == 1:
-        return read
-    shift = first_line - 1
-    return _ReadMeasures(
-        tuple(m.model_copy(update={"line": m.line + shift}) for m in read.measures),
-        (), read.unreadable)
-
-
-@functools.lru_cache(maxsize=512)
-def _read_measures_from_line_1(content: str, fmt: str) -> _ReadMeasures:
-    return _read_measures_uncached(content, fmt, 1)
-
-
-def _read_measures_uncached(content: str, fmt: str, first_line: int) -> _ReadMeasures:
-    measures, found = parse_measures(content, fmt, first_line)
-    unreadable = declared_ids(content, fmt) - {m.id for m in measures}
-    return _ReadMeasures(tuple(measures), tuple(found), frozenset(unreadable))
 
 
 class Engine:
@@ -323,7 +280,7 @@ class Engine:
 
     def _process(self, path: Path, should_stop: Callable[[], bool]) -> NoteResult:
         try:
-            data, note = read_note(path, self.options.max_note_bytes, self.writer.vault)
+            data, note = read_note(path, self.options.settings.max_note_bytes, self.writer.vault)
         except NoteReadError:
             marked = self._mark_too_large(path)
             if marked is None:
@@ -387,11 +344,11 @@ class Engine:
         else:
             known["answer"] = Success(answer)
         choice = ModelChoice(
-            model=overrides.model or self.options.model,
-            max_tokens=overrides.max_tokens or self.options.max_tokens,
+            model=overrides.model or self.options.settings.model,
+            max_tokens=overrides.max_tokens or self.options.settings.max_tokens,
             usage=session.usage,
-            prices=self.options.prices,
-            use_cache=self.options.use_cache and overrides.cache is not False,
+            prices=self.options.settings.prices,
+            use_cache=self.options.settings.cache and overrides.cache is not False,
             shared_context=shared_contexts(checked.plan),
         )
         outcomes = run_plan(
@@ -429,7 +386,7 @@ class Engine:
             summary = _summary(failed, len(checked.plan.measures), answer_failed)
             own = self._final_props(summary if failed else None,
                                     session.usage if asks else None)
-            props = property_changes(current, self.options.property_prefix,
+            props = property_changes(current, self.options.settings.property_prefix,
                                      checked.plan.measures, outcomes)
             collisions = props.collisions
             return Changes(
@@ -453,7 +410,7 @@ class Engine:
         """A note left ``Processing`` (by a crash) that is now too large to run: its Status
         becomes Error, with the reason, so it is never left Processing. Read up to
         ``TOO_LARGE_READ`` times the limit; None when it is not such a note."""
-        limit = self.options.max_note_bytes
+        limit = self.options.settings.max_note_bytes
         try:
             data, note = read_note(path, limit * TOO_LARGE_READ, self.writer.vault)
         except NoteReadError:
@@ -474,10 +431,10 @@ class Engine:
     def _generate_answer(self, session: _Session, query: str, overrides: Overrides,
                          should_stop: Callable[[], bool]) -> Outcome | None:
         request = ModelRequest(
-            model=overrides.answer_model or self.options.answer_model,
-            max_tokens=overrides.answer_max_tokens or self.options.answer_max_tokens,
+            model=overrides.answer_model or self.options.settings.answer_model,
+            max_tokens=overrides.answer_max_tokens or self.options.settings.answer_max_tokens,
             prompt=query,
-            use_cache=self.options.use_cache and overrides.cache is not False,
+            use_cache=self.options.settings.cache and overrides.cache is not False,
         )
         future = self.effects.executor.submit(self._ask, request, session.usage)
         while True:  # waited on here, so that a shutdown need not wait for the model
@@ -510,7 +467,7 @@ class Engine:
     def _ask(self, request: ModelRequest, usage: Usage) -> ModelReply:
         with self.effects.model_slots:
             reply = self.effects.model.complete(request)
-        usage.add(reply, self.options.prices)
+        usage.add(reply, self.options.settings.prices)
         return reply
 
     def _final_props(self, error: str | None, usage: Usage | None = None
@@ -609,7 +566,7 @@ class _Session:
                 wanted = replace(wanted, results=self.rendered())
             text = apply(self.note, wanted)
             new = text.encode("utf-8")
-            limit = self.engine.options.max_note_bytes
+            limit = self.engine.options.settings.max_note_bytes
             if len(new) > max(limit, len(self.data)):
                 if self._refuse_latest(len(new), limit):
                     continue  # that result is now its measure's error: render again

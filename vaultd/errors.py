@@ -57,6 +57,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f"did you mean `{close[0]}`?" if close else ""
 
 
+def one_line(text: str, limit: int = 500) -> str:
+    """Text folded to one line (every run of white space, line breaks too, one space) and
+    trimmed to ``limit`` characters: vaultd's one way to put a message or a label on a
+    line. A lone surrogate (from JSON's ``\\ud800``), which no file can hold, becomes ``?``."""
+    flat = " ".join(text.split()).encode("utf-8", "replace").decode("utf-8")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 class VaultdError(Exception):
     """Root of every error vaultd reports."""
 

@@ -6,7 +6,6 @@ duplicate id, unknown input and cycle with its line.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -21,42 +20,6 @@ class Plan:
     measures: tuple[Measure, ...]
     depends_on: dict[str, tuple[str, ...]]  # measure id -> measure ids it reads (no reserved)
     dependents: dict[str, tuple[str, ...]]
-
-    def by_id(self, measure_id: str) -> Measure:
-        for measure in self.measures:
-            if measure.id == measure_id:
-                return measure
-        raise KeyError(measure_id)
-
-    @property
-    def uses_answer(self) -> bool:
-        return any("answer" in m.input for m in self.measures)
-
-    def levels(self) -> list[list[Measure]]:
-        """The measures in rounds: each round depends only on earlier rounds."""
-        depth: dict[str, int] = {}
-        for measure in self.topological():
-            deps = self.depends_on[measure.id]
-            depth[measure.id] = 1 + max((depth[d] for d in deps), default=-1)
-        rounds: list[list[Measure]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-        for measure in self.measures:
-            rounds[depth[measure.id]].append(measure)
-        return rounds
-
-    def topological(self) -> list[Measure]:
-        """Kahn's algorithm, keeping declared order among measures that are ready together."""
-        waiting = {m.id: len(self.depends_on[m.id]) for m in self.measures}
-        index = {m.id: i for i, m in enumerate(self.measures)}
-        ready = [index[m.id] for m in self.measures if waiting[m.id] == 0]  # a heap
-        order: list[Measure] = []
-        while ready:
-            current = self.measures[heapq.heappop(ready)]
-            order.append(current)
-            for other in self.dependents[current.id]:
-                waiting[other] -= 1
-                if waiting[other] == 0:
-                    heapq.heappush(ready, index[other])
-        return order
 
 
 _INPUT_HINT = "an input is another measure's id, `answer` or `query`"

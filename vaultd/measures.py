@@ -7,6 +7,7 @@ note, so that one look at the error names them all.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vaultd import yamlread
 from vaultd.errors import Problem, did_you_mean
+from vaultd.note import CodeBlock
 
 RESERVED_INPUTS = ("answer", "query")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
@@ -26,8 +28,6 @@ _FIELD = re.compile(r"^([^\s:]+)[ \t]*:(?:[ \t]+(.*)|[ \t]*)$")
 Located = list[tuple[str, int]]  # text, and the 1-based note line it is on
 _UNREADABLE = object()  # a value that could not be read (its problem is already reported)
 TOO_DEEP = "nested too deeply"
-
-JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
 
 
 class Measure(BaseModel):
@@ -85,10 +85,62 @@ _FIELD_NAMES = ("id", "type", "description", "input", "params", "prompt", "logic
 _TEXT_FIELDS = ("id", "input", "description", "prompt", "logic", "model")
 
 
+@dataclass(frozen=True)
+class ReadMeasures:
+    """A measures block as read: its valid measures, its problems, and the ids it declares
+    whose measures are not valid."""
+
+    measures: tuple[Measure, ...]
+    problems: tuple[Problem, ...]
+    unreadable: frozenset[str]
+
+
+def read_block(block: CodeBlock) -> ReadMeasures:
+    """A note's ``measures-md`` or ``measures-yaml`` block (:attr:`Note.measures_block`),
+    read as the run reads it: the one way the engine and the report read measures."""
+    fmt = block.info.lower().removeprefix("measures-")
+    return read_measures(block.content, fmt, block.first_line + 1)
+
+
+def read_measures(content: str, fmt: str, first_line: int) -> ReadMeasures:
+    """A measures block, read once: notes asked the same questions share their measures.
+
+    The block is read as if it began on line 1 and its measures moved to ``first_line``; a
+    block with problems is read again in place, since messages may name lines too.
+    """
+    read = _read_from_line_1(content, fmt)
+    if read.problems:
+        return _read(content, fmt, first_line)
+    if first_line == 1:
+        return read
+    shift = first_line - 1
+    return ReadMeasures(
+        tuple(m.model_copy(update={"line": m.line + shift}) for m in read.measures),
+        (), read.unreadable)
+
+
+@functools.lru_cache(maxsize=512)
+def _read_from_line_1(content: str, fmt: str) -> ReadMeasures:
+    return _read(content, fmt, 1)
+
+
+def _read(content: str, fmt: str, first_line: int) -> ReadMeasures:
+    raws, measures, problems = _parse(content, fmt, first_line)
+    declared = {raw.fields["id"] for raw in raws if isinstance(raw.fields.get("id"), str)}
+    return ReadMeasures(tuple(measures), tuple(problems),
+                        frozenset(declared - {m.id for m in measures}))
+
+
 def parse_measures(
     content: str, fmt: str, first_line: int
 ) -> tuple[list[Measure], list[Problem]]:
     """Measures from a block's content. ``first_line`` is the 1-based line of its first line."""
+    _, measures, problems = _parse(content, fmt, first_line)
+    return measures, problems
+
+
+def _parse(content: str, fmt: str, first_line: int
+           ) -> tuple[list[_Raw], list[Measure], list[Problem]]:
     if fmt == "yaml":
         raws, problems = _read_yaml(content, first_line)
     else:
@@ -103,13 +155,7 @@ def parse_measures(
         problems.append(Problem(first_line - 1, "the measures block lists no measures",
                                 "start each measure with `* ---`" if fmt != "yaml" else
                                 "each measure is a `- id: ...` mapping"))
-    return measures, problems
-
-
-def declared_ids(content: str, fmt: str) -> set[str]:
-    """Every id the block gives a measure, whether or not the measure is valid."""
-    raws, _ = _read_yaml(content, 1) if fmt == "yaml" else _read_md(content, 1)
-    return {raw.fields["id"] for raw in raws if isinstance(raw.fields.get("id"), str)}
+    return raws, measures, problems
 
 
 def _validate(raw: _Raw) -> tuple[Measure | None, list[Problem]]:

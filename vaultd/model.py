@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vaultd.errors import ModelError, ModelUnavailable, did_you_mean
+from vaultd.errors import ModelError, ModelUnavailable, did_you_mean, one_line
 
 if TYPE_CHECKING:
     import anthropic
@@ -503,18 +503,13 @@ def _retryable(status: int, headers: Mapping[str, str]) -> bool:
     return status in (408, 409, 429) or status >= 500
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _message(exc: anthropic.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return _one_line(error["message"])
-    return _one_line(str(exc.message))
+            return one_line(error["message"], 300)
+    return one_line(str(exc.message), 300)
 
 
 def _error_type(exc: anthropic.APIStatusError) -> str | None:
@@ -541,7 +536,7 @@ def _connection_cause(exc: BaseException) -> str:
         text = deepest.strerror
     else:
         text = str(deepest) or type(deepest).__name__
-    text = _one_line(text, 200).rstrip(".")
+    text = one_line(text, 200).rstrip(".")
     return text[:1].lower() + text[1:]
 
 
@@ -878,7 +873,7 @@ class AnthropicModel:
                 return _Failure(f"cannot reach the model API at {where}: {cause}", True,
                                 outage=_cannot_connect(exc))
             except anthropic.AnthropicError as exc:
-                return _Failure(f"model request failed: {_one_line(str(exc))}")
+                return _Failure(f"model request failed: {one_line(str(exc), 300)}")
             except ValueError:  # the SDK's json.loads of a 200 reply's body
                 return _Failure(f"{MALFORMED}: the body is not JSON")
             finally:

@@ -17,6 +17,7 @@ import copy
 import functools
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -206,6 +207,12 @@ class Note:
         found = self.callouts_of(kind)
         return found[0] if found else None
 
+    @property
+    def measures_block(self) -> CodeBlock | None:
+        """The ``measures-md`` or ``measures-yaml`` block of the first own ``[!measures]``."""
+        callout = self.first("measures")
+        return callout.block(OWN_BLOCKS["measures"]) if callout else None
+
     def block_text(self, kind: str, suffixes: tuple[str, ...] | None = None) -> str | None:
         """The content of the first ``[!kind]`` callout's code block, or None."""
         callout = self.first(kind)
@@ -348,8 +355,34 @@ def _scan_properties(lines: tuple[str, ...], start: int, stop: int) -> tuple[Pro
     return tuple(found)
 
 
+def topic(text: str) -> str:
+    """What the note asks the model about: its answer block's content, else (no answer, or
+    a blank one) its query block's; what ``parse(text)``'s first own ``[!answer]`` and
+    ``[!query]`` hold, read only as far as it takes (a ``--once`` run deals notes out by it)."""
+    lines = split_lines(text)
+    frontmatter = _parse_frontmatter(lines)
+    query: str | None = None
+    answered = False
+    for callout in _callouts(lines, frontmatter.end if frontmatter else 0):
+        block = callout.block(OWN_BLOCKS.get(callout.kind, ()))
+        if block is None:  # not vaultd's (nor one of its types)
+            continue
+        if callout.kind == "answer" and not answered:
+            if block.content.strip():
+                return block.content
+            answered = True
+        elif callout.kind == "query" and query is None:
+            query = block.content
+        if answered and query is not None:
+            return query
+    return query or ""
+
+
 def _scan_callouts(lines: tuple[str, ...], start: int) -> tuple[Callout, ...]:
-    callouts: list[Callout] = []
+    return tuple(_callouts(lines, start))
+
+
+def _callouts(lines: tuple[str, ...], start: int) -> Iterator[Callout]:
     i = start
     fence: tuple[str, int] | None = None  # an open top-level fence: (char, length)
     while i < len(lines):
@@ -370,23 +403,22 @@ def _scan_callouts(lines: tuple[str, ...], start: int) -> tuple[Callout, ...]:
                 end += 1
             head = _CALLOUT_HEAD.match(unquote(lines[i]))
             if head:
-                callouts.append(
-                    Callout(
-                        kind=head.group(1).lower(),
-                        fold=head.group(2),
-                        title=head.group(3),
-                        start=i,
-                        end=end,
-                        blocks=_scan_blocks(lines, i + 1, end),
-                    )
+                yield Callout(
+                    kind=head.group(1).lower(),
+                    fold=head.group(2),
+                    title=head.group(3),
+                    start=i,
+                    end=end,
+                    blocks=_scan_blocks(lines, i + 1, end),
                 )
             i = end
             continue
         i += 1
-    return tuple(callouts)
 
 
 def _closes(line: str, fence: tuple[str, int]) -> bool:
+    if not line.lstrip(" ").startswith(fence[0] * 3):  # most lines: no regex needed
+        return False
     match = _FENCE.match(line)
     return bool(
         match
@@ -409,10 +441,13 @@ def _scan_blocks(lines: tuple[str, ...], start: int, end: int) -> tuple[CodeBloc
         indent = len(match.group(1))
         j = i + 1
         content: list[str] = []
-        while j < end and not _closes(unquote(lines[j]), fence):
+        while j < end:
             text = unquote(lines[j])
-            strip = min(indent, len(text) - len(text.lstrip(" ")))
-            content.append(text[strip:])
+            if _closes(text, fence):
+                break
+            if indent:
+                text = text[min(indent, len(text) - len(text.lstrip(" "))):]
+            content.append(text)
             j += 1
         blocks.append(
             CodeBlock(

@@ -33,6 +33,7 @@ from vaultd.measures import Measure
 from vaultd.note import Note
 from vaultd.render import Outcome, Success
 
+DEFAULT_PREFIX = "eval_"  # the property_prefix setting's default
 RECORD_KEY = "vaultd_properties"  # the keys vaultd wrote in this note, as a block list
 # Keys vaultd reads or writes for its own reasons: never a measure's, never in the record.
 OWN_KEYS = frozenset({

@@ -16,10 +16,8 @@ all, and never over a file that appeared meanwhile.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,9 +25,9 @@ from typing import Literal
 from vaultd.config import Settings
 from vaultd.errors import NoteReadError, WriteConflict, WriteError
 from vaultd.note import BOM, RUNNABLE, SHOWN, decode, not_vaultds, parse
+from vaultd.properties import DEFAULT_PREFIX
 from vaultd.report import (
     BASE_MARKER,
-    DEFAULT_PREFIX,
     REPORT_MARKER,
     Gathered,
     base_text,
@@ -38,7 +36,7 @@ from vaultd.report import (
 )
 from vaultd.results import NoteResults, is_evaluated, note_results
 from vaultd.vault import iter_notes, peek
-from vaultd.writer import Writer
+from vaultd.writer import Writer, write_whole
 
 log = logging.getLogger("vaultd.report")
 
@@ -68,8 +66,10 @@ def report_paths(vault: Path, settings: Settings) -> tuple[Path, Path]:
     return report, report.parent / BASE_NAME
 
 
-def gather(vault: Path, exclude: Path, max_bytes: int) -> Gathered:
-    """Every evaluated (Done or Error) note's results; ``exclude`` is the report itself."""
+def gather(vault: Path, exclude: Path, max_bytes: int,
+           prefix: str = DEFAULT_PREFIX) -> Gathered:
+    """Every evaluated (Done or Error) note's results, typed by their ``prefix`` properties;
+    ``exclude`` is the report itself."""
     notes: list[NoteResults] = []
     waiting = 0
     unreadable: list[str] = []
@@ -95,7 +95,7 @@ def gather(vault: Path, exclude: Path, max_bytes: int) -> Gathered:
         if (note.status or "").strip().lower() in RUNNABLE:
             waiting += 1
         elif is_evaluated(note):
-            notes.append(note_results(name, note))
+            notes.append(note_results(name, note, prefix))
     return Gathered(tuple(notes), waiting, tuple(unreadable))
 
 
@@ -118,8 +118,8 @@ def publish(vault: Path, settings: Settings, writer: Writer, *,
         raise WriteError(f"{report}: exists and was not written by vaultd (its first line is "
                          "not vaultd's marker); left as it is. Move it away, or set "
                          "report_path to another name")
-    gathered = gather(vault, report, settings.max_note_bytes)
-    prefix = getattr(settings, "property_prefix", DEFAULT_PREFIX)
+    prefix = settings.property_prefix
+    gathered = gather(vault, report, settings.max_note_bytes, prefix)
     base_link = base.relative_to(vault).as_posix()
     measures = summarise(gathered.notes)
     texts = [
@@ -177,35 +177,15 @@ def put(writer: Writer, path: Path, text: str, marker: str, *, create: bool) -> 
 
 
 def _create(path: Path, data: bytes) -> None:
-    """Create ``path`` holding ``data``, whole or not at all; FileExistsError if it exists."""
-    temp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"  # a dot-file: not a note
+    """Create ``path`` holding ``data``, whole or not at all; FileExistsError if it exists.
+    Its temporary file is a dot-file, which no one takes for a note."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_new(temp, data)
-        try:
-            os.link(temp, path)  # never replaces a file: FileExistsError if one is there
-        except FileExistsError:
-            raise
-        except OSError:  # a file system without hard links: create it exclusively
-            _write_new(path, data)
+        write_whole(path, data, mode=0o666, replace=False)
     except FileExistsError:
         raise
     except OSError as exc:
         raise WriteError(f"{path}: cannot create: {exc.strerror or exc}") from exc
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def describe(publication: Publication) -> list[str]:

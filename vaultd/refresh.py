@@ -3,8 +3,9 @@
 :meth:`Debounced.poke` says "something changed"; the action runs ``delay`` seconds after
 the last poke, so a burst of pokes (a batch of notes finishing) runs it once, and never
 later than ``max_wait`` after the first poke of a burst, so a steady stream of pokes
-still runs it now and then. It runs on one thread of its own, one run at a time; pokes
-during a run earn one more run afterwards. A run that fails is logged and the next poke
+still runs it now and then: the scheduler's rule (:func:`vaultd.scheduler.settled_at`).
+It runs on one thread of its own, one run at a time; pokes during a run earn one more
+run afterwards. A run that fails is logged and the next poke
 runs it again.
 """
 
@@ -14,6 +15,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+
+from vaultd.scheduler import settled_at
 
 log = logging.getLogger("vaultd.refresh")
 
@@ -42,7 +45,7 @@ class Debounced:
             now = self.clock()
             if self._first is None:
                 self._first = now
-            self._due = min(now + self.delay, self._first + self.max_wait)
+            self._due = settled_at(self._first, now, self.delay, self.max_wait)
             self._cond.notify()
 
     def close(self, timeout: float = 5.0) -> None:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from vaultd.errors import one_line
+
 _FENCE_RUN = re.compile(r"[ \t]*(`{3,}|~{3,})")
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 
@@ -34,12 +36,6 @@ class Skipped:
 
 
 Outcome = Success | Failure | Skipped
-
-
-def one_line(text: str, limit: int = 500) -> str:
-    """Text folded to one line, trimmed to ``limit`` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def render_value(value: Any) -> str:
@@ -131,8 +127,3 @@ def error_callout(messages: list[str]) -> list[str]:
     """vaultd's ``[!error]`` callout, naming every problem (``line N: message``)."""
     body = "\n".join(messages)
     return ["***", "", *code_callout(f"> [!error] {ERROR_TITLE}", "error-text", body)]
-
-
-def answer_callout(answer: str) -> list[str]:
-    """A generated answer, in the seed's ``[!answer]`` shape."""
-    return ["***", "", *code_callout("> [!answer]", "answer-text", answer.strip("\r\n"))]

@@ -6,12 +6,13 @@ figures and Mermaid charts, then a table with a row per note); :func:`base_text`
 ``vaultd.base``, the same table as a live Obsidian Bases view. Reading the vault and
 writing the files is :mod:`vaultd.publish`'s business.
 
-What a measure is, is read off its values across all notes: a *boolean* when every value
-is ``true`` or ``false``, a *number* when every value is a number, *text* otherwise (text,
-lists, or a mix such as positions that are a number or ``N/A``). ``null`` values and
-failed or skipped results are counted but take no part in the figures. A text measure's
-distribution counts, for each value, the notes whose result holds it (a list counts each
-of its items once).
+What a measure is, is read off its values across all notes, each typed as the run recorded
+it (see :mod:`vaultd.results`: by the property the run wrote, never by its text): a
+*boolean* when every value is a boolean, a *number* when every value is a number, *text*
+otherwise (text, lists, or a mix such as positions that are a number or ``N/A``). ``null``
+values and failed or skipped results are counted but take no part in the figures. A text
+measure's distribution counts, for each value, the notes whose result holds it (a list
+counts each of its items once; a text of several lines is one value).
 
 Trends by month use the month of each note's ``Evaluated`` property (when vaultd last
 finished it), not the file's modification time, which any edit or sync changes. A note
@@ -30,12 +31,11 @@ from typing import Literal
 import yaml
 
 from vaultd import charts
-from vaultd.properties import property_key
+from vaultd.properties import DEFAULT_PREFIX, property_key
 from vaultd.results import NoteResults, Result, scalar
 
 REPORT_MARKER = "<!-- vaultd report:"
 BASE_MARKER = "# vaultd base:"
-DEFAULT_PREFIX = "eval_"
 TOP_VALUES = 10  # rows of a text measure's distribution table
 PIE_SLICES = 8  # slices of its pie; the rest is one "other" slice
 DISTINCT_BARS = 12  # a number with more distinct values than this is shown in ranges
@@ -243,7 +243,7 @@ def _order(text: str) -> tuple[int, float, str]:
 
 
 def _shown(value: str) -> str:
-    return value if value else "(empty)"
+    return _flat(value) if value else "(empty)"
 
 
 def _measure_section(m: MeasureSummary) -> list[str]:
@@ -281,7 +281,7 @@ def _text_section(m: MeasureSummary, counts: list[str]) -> list[str]:
     if not ranked:
         return lines
     with_value = m.ok - m.nulls
-    rows = [[inline(value) if value else "(empty)", str(count), share(count, with_value)]
+    rows = [[inline(_shown(value)), str(count), share(count, with_value)]
             for value, count in ranked[:TOP_VALUES]]
     lines += ["", *table(["value", "notes", "share of notes"], rows)]
     if len(ranked) > TOP_VALUES:
@@ -345,8 +345,14 @@ def _notes_table(notes: tuple[NoteResults, ...], ids: list[str]) -> list[str]:
 
 
 def cell(result: Result) -> str:
-    """A result in a table cell: exactly as the note shows it, a list's items joined."""
-    return inline(", ".join(result.items))
+    """A result in a table cell: as the note shows it, a list's items (and the lines of a
+    text of several lines) joined with ``, ``."""
+    return inline(_flat("\n".join(result.items)))
+
+
+def _flat(text: str) -> str:
+    """A value of several lines on one line of a table: its lines joined with ``, ``."""
+    return ", ".join(text.split("\n"))
 
 
 # -- Markdown -----------------------------------------------------------------------------

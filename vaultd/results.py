@@ -7,10 +7,13 @@ the note's declared measures by label, in declared order (the order vaultd write
 in); two measures with the same label are told apart by that order. A pair that names no
 declared measure (the measures were edited after the run) is counted, not guessed at.
 
-A result is kept as the text the note shows. What it means is read off that text the
-way :func:`vaultd.render.render_value` wrote it: ``true``/``false`` are booleans, a JSON
-number is a number, ``null`` is null, several lines are a list (one item a line), an
-``Error: ...`` or ``Skipped: ...`` line is a failure, anything else is text.
+A result is kept as the text the note shows, and typed as the run recorded it, never
+guessed back from that text: where the run wrote the measure's ``<prefix><id>`` property
+(the note's ``vaultd_properties`` record lists it, see :mod:`vaultd.properties`) and the
+property's value renders as the text shown, the value is the property's (a string, a
+number, a boolean, or a list of those). A result with no such property is one the run
+wrote none for: an ``Error: ...`` or ``Skipped: ...`` line is a failure, ``null`` is null,
+anything else (an object, a nested list) is text, one value however many lines it has.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ from typing import Literal
 import yaml
 
 from vaultd import yamlread
-from vaultd.measures import Measure, parse_measures
+from vaultd.errors import one_line
+from vaultd.measures import Measure, read_block
 from vaultd.note import Callout, Note, not_vaultds
-from vaultd.render import one_line
+from vaultd.properties import DEFAULT_PREFIX, property_key, recorded_keys
+from vaultd.render import render_value
 
 Scalar = bool | int | float | str | None
+Typed = bool | int | float | str | tuple[bool | int | float | str, ...]  # a property's value
 State = Literal["ok", "error", "skipped"]
 _MONTH = re.compile(r"^(\d{4}-\d\d)-\d\d")
 
@@ -41,9 +47,12 @@ class Result:
     label: str
     kind: str  # "ai" or "programmatic", as the pair says
     text: str  # the result block's content, exactly
+    typed: Typed | None = None  # the value of the property the run wrote for it, if any
 
     @property
     def state(self) -> State:
+        if self.typed is not None:
+            return "ok"
         if self.text.startswith("Error: ") and "\n" not in self.text:
             return "error"
         if self.text.startswith("Skipped: ") and "\n" not in self.text:
@@ -52,16 +61,17 @@ class Result:
 
     @property
     def items(self) -> tuple[str, ...]:
-        """The value's lines: one for a scalar, one per item for a list."""
-        return tuple(self.text.split("\n"))
+        """The value's items as the note shows them: one for a scalar, one per list item."""
+        if isinstance(self.typed, tuple):
+            return tuple(render_value(item) for item in self.typed)
+        return (self.text,)
 
     @property
     def value(self) -> Scalar | tuple[Scalar, ...]:
-        """What the text means: a scalar, or a tuple for a value of several lines."""
-        items = self.items
-        if len(items) == 1:
-            return scalar(items[0])
-        return tuple(scalar(item) for item in items)
+        """The typed value (see the module docstring); a failure's is None."""
+        if self.typed is not None:
+            return self.typed
+        return None if self.state != "ok" or self.text == "null" else self.text
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,8 @@ class NoteResults:
 
 
 def scalar(text: str) -> Scalar:
-    """A line of a result as the value it renders: JSON numbers, booleans and null, else text."""
+    """A line of text as the JSON scalar it spells (numbers, booleans, null), else the text.
+    For ordering and display only: a result's type is never read back this way."""
     if not text or text != text.strip() or text[0] not in "-0123456789tfn":
         return text
     try:
@@ -115,9 +126,11 @@ def is_evaluated(note: Note) -> bool:
     return not_vaultds(note, ("done", "error")) is None
 
 
-def note_results(name: str, note: Note) -> NoteResults:
-    """The results of a parsed note, matched to its measures (see the module docstring)."""
+def note_results(name: str, note: Note, prefix: str = DEFAULT_PREFIX) -> NoteResults:
+    """The results of a parsed note, matched to its measures and typed by the properties the
+    run wrote with ``prefix`` (see the module docstring)."""
     measures = _declared(note)
+    recorded = {key.lower() for key in recorded_keys(note, prefix)}
     used: set[int] = set()
     results: list[Result] = []
     unmatched = 0
@@ -130,7 +143,10 @@ def note_results(name: str, note: Note) -> NoteResults:
             continue
         used.add(index)
         last = index
-        results.append(Result(measures[index].id, label, kind or measures[index].type, body))
+        key = property_key(prefix, measures[index].id).lower()
+        typed = _typed(note.properties.get(key), body) if key in recorded else None
+        results.append(Result(measures[index].id, label, kind or measures[index].type, body,
+                              typed))
     prop = note.frontmatter.get("evaluated") if note.frontmatter else None
     evaluated = prop.raw_value.strip().strip("'\"") if prop else None
     status = (note.status or "").strip()
@@ -139,13 +155,23 @@ def note_results(name: str, note: Note) -> NoteResults:
     return NoteResults(name, status, evaluated or None, tuple(results), unmatched, keys)
 
 
+def _typed(value: object, text: str) -> Typed | None:
+    """A property's value, when it is one vaultd writes and renders as the result's text."""
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        typed: Typed = tuple(value)
+    elif isinstance(value, str | int | float):  # bool is an int
+        typed = value
+    else:
+        return None
+    shown = render_value(list(typed) if isinstance(typed, tuple) else typed)
+    return typed if shown == text else None
+
+
 def _declared(note: Note) -> list[Measure]:
-    callout = note.first("measures")
-    block = callout.block(("md", "yaml")) if callout else None
+    block = note.measures_block
     if block is None:
         return []
-    fmt = block.info.lower().removeprefix("measures-")
-    measures, _ = parse_measures(block.content, fmt, block.first_line + 1)
+    measures = read_block(block).measures  # as the engine read them
     seen: set[str] = set()
     unique = []
     for measure in measures:  # as the engine runs them: the first of a duplicated id

@@ -46,8 +46,8 @@ from vaultd._sandbox_child import (
     FRAME_HEADER,
     FRAME_MAGIC,
     command,
+    first_line,
     frame,
-    one_line,
     time_limit_message,
 )
 from vaultd.errors import SandboxError
@@ -299,12 +299,12 @@ def _start_worker(limits: SandboxLimits) -> _Worker:
         for missing in hello.get("missing") or ():
             if isinstance(missing, str) and missing not in _warned:
                 _warned.add(missing)
-                log.warning("JavaScript workers run with %s", one_line(missing))
+                log.warning("JavaScript workers run with %s", first_line(missing))
         return worker
     worker.kill()
     reason = hello.get("fatal") if isinstance(hello, dict) else None
     raise SandboxError(
-        one_line(f"the sandbox worker did not start: {reason or 'garbled greeting'}")
+        first_line(f"the sandbox worker did not start: {reason or 'garbled greeting'}")
     )
 
 
@@ -408,7 +408,7 @@ def _run(pool: _Pool, logic: str, input: JSONValue, params: Mapping[str, JSONVal
                 raise SandboxError("the sandbox was closed while the measure ran") from None
             raise SandboxError(worker.crash_message()) from None
         except _BadReply as exc:  # killed below, never asked again
-            raise SandboxError(one_line(
+            raise SandboxError(first_line(
                 f"the JavaScript worker broke the protocol ({exc}) and was replaced")) from None
         except RecursionError:
             raise SandboxError("result is nested too deeply") from None
@@ -596,7 +596,7 @@ def _encode(
     try:
         text = json.dumps(request, ensure_ascii=True, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise SandboxError(one_line(f"the input or params are not JSON: {exc}")) from None
+        raise SandboxError(first_line(f"the input or params are not JSON: {exc}")) from None
     return text.encode("ascii")
 
 
@@ -606,5 +606,5 @@ def _result(reply: dict[str, Any]) -> JSONValue:
         return cast(JSONValue, reply["result"])
     error = reply.get("error")
     if reply.get("ok") is False and isinstance(error, str):
-        raise SandboxError(one_line(error) or "the measure failed")
+        raise SandboxError(first_line(error) or "the measure failed")
     raise SandboxError("the sandbox worker misbehaved: unexpected reply")

@@ -17,6 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def settled_at(first: float, now: float, settle: float, max_wait: float) -> float:
+    """The debounce rule (of this queue and of :class:`vaultd.refresh.Debounced`): due
+    ``settle`` after the latest event (``now``), but no later than ``max_wait`` (at least
+    ``settle``) after the first of the burst."""
+    return min(now + settle, first + max(max_wait, settle))
+
+
 @dataclass
 class _Entry:
     first: float
@@ -54,7 +61,7 @@ class NoteQueue:
             entry = _Entry(first=t, due=t if immediate else t + self.settle)
             self._waiting[path] = entry
         else:
-            entry.due = t if immediate else min(t + self.settle, entry.first + self.max_wait)
+            entry.due = t if immediate else settled_at(entry.first, t, self.settle, self.max_wait)
         heapq.heappush(self._heap, (entry.due, str(path), path))
 
     def take(self, timeout: float | None = None) -> Path | None:

@@ -70,9 +70,10 @@ STATE_DIR = Path(".vaultd")
 
 
 # vaultd's own files in VAULT/.vaultd (cache.py's, daemon.py's, batch.py's); with the
-# folder itself and the journal (writer.py), none is ever followed through a link.
+# folder itself and the journal (writer.py), none is ever followed through a link (the
+# temporary files of writer.write_whole are new files, created exclusively).
 OWN_FILES = ("cache.sqlite3", "cache.sqlite3-wal", "cache.sqlite3-shm", "cache.sqlite3-journal",
-             "daemon.json", "daemon.tmp", "batches.json", "batches.tmp")
+             "daemon.json", "batches.json")
 
 
 def private_state(vault: Path) -> None:
@@ -166,18 +167,7 @@ def open_services(
         executor=executor,
         model_slots=ModelSlots(settings.concurrency),
     )
-    options = EngineOptions(
-        model=settings.model,
-        answer_model=settings.answer_model,
-        max_tokens=settings.max_tokens,
-        answer_max_tokens=settings.answer_max_tokens,
-        max_note_bytes=settings.max_note_bytes,
-        live_interval=live_interval,
-        announce_at_start=announce_at_start,
-        prices=dict(settings.prices),
-        use_cache=settings.cache,
-        property_prefix=settings.property_prefix,
-    )
+    options = EngineOptions(settings, live_interval, announce_at_start)
     services = Services(Engine(effects, writer, options), writer, problem, recovered, batches,
                         settings, vault, cache, clients)
     try:

@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from vaultd import note
 from vaultd.config import Settings
 from vaultd.cost import Usage
 from vaultd.errors import VaultdError
@@ -71,44 +72,13 @@ def processes_for(settings: Settings, notes: int, batch: bool) -> int:
 
 
 def topic(path: Path) -> bytes:
-    """What the note asks the model about: its answer callout's lines, else its query's.
-
-    Read off the raw bytes, with no parsing: it only decides which process runs the note.
-    """
+    """What the note asks the model about (:func:`vaultd.note.topic`): it only decides which
+    process runs the note, so a note that cannot be read has none."""
     try:
         data = path.read_bytes()
     except OSError:
         return b""
-    folded = data.lower()  # a callout's kind is read case-blind
-    for marker in (b"[!answer]", b"[!query]"):
-        start = folded.find(marker)
-        if start < 0:
-            continue
-        lines = data[start:].splitlines()
-        content = _callout_lines(lines)[1:]  # not the header: its title and fold sign
-        if any(_is_text(line) for line in content):
-            return b"\n".join(_unquoted(line) for line in content)
-    return b""
-
-
-def _unquoted(line: bytes) -> bytes:
-    """A callout line without its ``>`` marker and the one space after it."""
-    line = line.lstrip(b" ")
-    return line[1:].removeprefix(b" ") if line.startswith(b">") else line
-
-
-def _is_text(line: bytes) -> bool:
-    content = line.lstrip().lstrip(b">").strip()
-    return bool(content) and not content.startswith((b"```", b"~~~"))
-
-
-def _callout_lines(lines: list[bytes]) -> list[bytes]:
-    taken = lines[:1]
-    for line in lines[1:]:
-        if not line.lstrip().startswith(b">"):
-            break
-        taken.append(line)
-    return taken
+    return note.topic(data.decode("utf-8", "replace")).encode("utf-8")
 
 
 def deal(paths: Sequence[Path], processes: int, topic_of: Callable[[Path], bytes] = topic

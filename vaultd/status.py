@@ -19,7 +19,7 @@ from typing import Any
 from vaultd.daemon import STATE_FILE
 from vaultd.errors import NoteReadError
 from vaultd.note import SHOWN, decode, not_vaultds, parse
-from vaultd.vault import iter_notes, peek
+from vaultd.vault import display_path, iter_notes, peek
 
 
 @dataclass
@@ -42,7 +42,7 @@ def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
             continue
         note = peeked[1] if peeked else None
         if note is None:
-            name = str(path.relative_to(vault))
+            name = display_path(path, vault)
             try:
                 size = path.stat().st_size
                 if size > max_bytes:  # counted by the Status its head says, not read whole
@@ -59,7 +59,7 @@ def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
                 continue
         if not_vaultds(note, SHOWN) is not None:
             continue
-        name = str(path.relative_to(vault))
+        name = display_path(path, vault)
         props = note.properties
         if isinstance(props.get("tokens_in"), int):
             status.costed += 1

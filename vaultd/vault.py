@@ -46,6 +46,15 @@ def templates_folder(vault: Path) -> Path:
     return vault.joinpath(*relative.parts)
 
 
+def display_path(path: Path, vault: Path) -> str:
+    """``path`` as vaultd shows it to people: relative to the vault when it is inside it
+    (whether either was given relative or absolute), else as it is."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(os.path.abspath(vault)))
+    except ValueError:
+        return str(path)
+
+
 def find_vault(path: Path) -> Path | None:
     """The vault ``path`` is in: the nearest folder holding ``.obsidian/`` or ``.vaultd/``."""
     here = path.resolve()

@@ -61,6 +61,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import signal
 import stat
 import sys
@@ -74,7 +75,7 @@ from typing import Literal
 from vaultd.errors import WriteConflict, WriteError
 from vaultd.vault import LinkError, is_note_path, locate, open_note
 
-__all__ = ["CRASH_EXIT_CODE", "CRASH_POINTS", "Outcome", "Recovery", "Writer"]
+__all__ = ["CRASH_EXIT_CODE", "CRASH_POINTS", "Outcome", "Recovery", "Writer", "write_whole"]
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,6 @@ CRASH_EXIT_CODE = 70
 
 BLOCK = 4096
 _ENTRY_VERSION = 1
-_ENTRY_SUFFIX = ".json"  # one entry per file (written by vaultd before slots; still read)
 _SLOT_PREFIX, _SLOT_SUFFIX = "slot-", ".journal"
 _TEMP_SUFFIX = ".tmp"
 _NOTE_LOCKS = 64  # writes to one note are serialised by one of these (by path hash)
@@ -446,7 +446,7 @@ class Writer:
                 os.close(fd)
         except OSError as exc:
             raise _BadEntry(f"unreadable: {exc.strerror or exc}") from exc
-        return _parse_entry(raw, entry.name, slot=True)
+        return _parse_entry(raw)
 
     def _restore_or_keep(self, path: Path, fd: int, old: bytes, entry: Path) -> bool:
         """The in-place write failed: put the old bytes back (True), or leave the entry for
@@ -522,28 +522,32 @@ class Writer:
                 continue
             if not stat.S_ISREG(st.st_mode):
                 raise _refused(entry_path, st.st_mode)
-            is_slot = name.startswith(_SLOT_PREFIX) and name.endswith(_SLOT_SUFFIX)
-            if is_slot and not st.st_size:
+            if not (name.startswith(_SLOT_PREFIX) and name.endswith(_SLOT_SUFFIX)):
+                # The journal holds slots alone: anything else is no entry of vaultd's.
+                results.append(Recovery(entry_path, "bad_entry", "not a journal slot"))
+                _remove(jfd, name, entry_path)
+                continue
+            if not st.st_size:
                 continue  # a free slot
-            with _unless_held(jfd, name, jdir, is_slot) as fd:
+            with _unless_held(jfd, name, jdir) as fd:
                 if fd is None:
                     continue  # a live writer's (another process's): its write is under way
                 raw = _read_all(fd)
-                if is_slot and not raw:
+                if not raw:
                     continue  # another process recovered it meanwhile
                 try:
-                    entry = _parse_entry(raw, name, slot=is_slot)
+                    entry = _parse_entry(raw)
                     if not _is_own_file(vault_real, entry.rel):
                         raise _BadEntry(f"it names {entry.rel!r}, which is not a note vaultd "
                                         "writes (a *.md note outside dot-folders); not touched")
                 except _BadEntry as exc:
                     results.append(Recovery(entry_path, "bad_entry", str(exc)))
-                    _discard(jfd, name, entry_path, fd, is_slot)
+                    _discard(entry_path, fd)
                     continue
                 outcome, detail, keep = self._recover_one(vault_real, entry)
                 results.append(Recovery(self.vault / entry.rel, outcome, detail))
                 if not keep:  # a kept slot holds its entry: no writer claims it
-                    _discard(jfd, name, entry_path, fd, is_slot)
+                    _discard(entry_path, fd)
         with contextlib.suppress(OSError):
             os.fsync(jfd)
         return results
@@ -635,6 +639,43 @@ def _fsync(fd: int) -> None:
             fcntl.fcntl(fd, full_fsync)
             return
     os.fsync(fd)
+
+
+def write_whole(path: Path, data: bytes, *, mode: int = 0o600, replace: bool = True,
+                sync: bool = True) -> None:
+    """vaultd's one writer of a small file of its own, whole or not at all: ``data`` goes to
+    a new temporary dot-file beside ``path`` (created exclusively: never through a link),
+    fsynced unless ``sync`` is false, which then takes ``path``'s place (``os.replace``) or,
+    with ``replace`` false, appears at ``path`` only if no file is there (a hard link;
+    ``FileExistsError`` otherwise; on a file system without hard links the file is created
+    exclusively). Notes are the :class:`Writer`'s business. ``OSError`` as it comes."""
+    temp = path.parent / f".{path.name}.{secrets.token_hex(6)}{_TEMP_SUFFIX}"
+    try:
+        _write_new(temp, data, mode, sync)
+        if replace:
+            os.replace(temp, path)
+            return
+        try:
+            os.link(temp, path)  # never replaces a file: FileExistsError if one is there
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: create it exclusively
+            _write_new(path, data, mode, sync)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+
+
+def _write_new(path: Path, data: bytes, mode: int, sync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if sync:
+            _fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _journal_fd(vault_real: Path, create: bool = False) -> int | None:
@@ -770,13 +811,10 @@ def _remove(jfd: int, name: str, path: Path) -> None:
         log.warning("could not remove journal entry %s: %s", path, exc.strerror or exc)
 
 
-def _discard(jfd: int, name: str, path: Path, fd: int, is_slot: bool) -> None:
-    """Empty a slot through its descriptor ``fd``, or remove an entry file."""
+def _discard(path: Path, fd: int) -> None:
+    """Empty a slot through its descriptor ``fd``."""
     try:
-        if is_slot:
-            os.ftruncate(fd, 0)
-        else:
-            os.unlink(name, dir_fd=jfd)
+        os.ftruncate(fd, 0)
     except OSError as exc:
         log.warning("could not clear journal entry %s: %s", path, exc.strerror or exc)
 
@@ -809,10 +847,6 @@ def _open_note(vault_real: Path, rel: str, path: Path) -> int:
         raise _os_error(path, exc) from exc
 
 
-def _entry_name(rel: str) -> str:
-    return hashlib.sha256(os.fsencode(rel)).hexdigest() + _ENTRY_SUFFIX
-
-
 def _checksum(rel: str, old: bytes, new: bytes) -> str:
     digest = hashlib.sha256()
     for part in (os.fsencode(rel), old, new):
@@ -833,17 +867,16 @@ def _encode_entry(rel: str, old: bytes, new: bytes) -> bytes:
 
 
 @contextlib.contextmanager
-def _unless_held(jfd: int, name: str, jdir: Path, lock: bool) -> Iterator[int | None]:
-    """The journal file opened (:func:`_open_entry`), with a slot's lock taken; None while
-    a live writer holds that lock."""
+def _unless_held(jfd: int, name: str, jdir: Path) -> Iterator[int | None]:
+    """The journal slot opened (:func:`_open_entry`), with its lock taken; None while a
+    live writer holds that lock."""
     fd = _open_entry(jfd, name, jdir, os.O_RDWR)
     try:
-        if lock:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield None
-                return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
         yield fd
     finally:
         os.close(fd)
@@ -859,7 +892,7 @@ def _is_file(fd: int, jfd: int, name: str) -> bool:
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
-def _parse_entry(raw: bytes, name: str, *, slot: bool = False) -> _Entry:
+def _parse_entry(raw: bytes) -> _Entry:
     """Parse and validate a journal entry; :class:`_BadEntry` says what is wrong with it."""
     try:
         doc = json.loads(raw)
@@ -888,8 +921,6 @@ def _parse_entry(raw: bytes, name: str, *, slot: bool = False) -> _Entry:
     pure = PurePosixPath(rel)
     if not rel or pure.is_absolute() or ".." in pure.parts or pure.parts[:1] == (".vaultd",):
         raise _BadEntry(f"unsafe note path {rel!r}")
-    if not slot and name != _entry_name(rel):
-        raise _BadEntry("file name does not match the note path")
     return _Entry(rel, old, new)
 
 

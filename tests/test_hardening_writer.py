@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-import vaultd.writer as writer_mod
+import vaultd.edges.writer as writer_mod
 from vaultd import config
-from vaultd.engine import read_note
+from vaultd.edges.writer import Writer, _encode_entry
 from vaultd.errors import NoteReadError, WriteConflict, WriteError
-from vaultd.services import open_services
-from vaultd.status import vault_status
-from vaultd.writer import Writer, _encode_entry
+from vaultd.obsidian.status import vault_status
+from vaultd.runs.engine import read_note
+from vaultd.runs.services import open_services
 
 from .conftest import ROOT, run_process
 from .notes import programmatic_note

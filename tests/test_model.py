@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from vaultd.errors import ModelError
-from vaultd.model import (
+from vaultd.edges.model import (
     AnthropicModel,
     ModelReply,
     ModelRequest,
@@ -26,6 +25,7 @@ from vaultd.model import (
     request_params,
     retry_after,
 )
+from vaultd.errors import ModelError
 
 from .fakeapi import FakeMessagesAPI, Reply
 

@@ -20,9 +20,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaultd.engine import check_note
-from vaultd.note import parse, unquote
-from vaultd.render import (
+from vaultd.note.render import (
     Failure,
     Outcome,
     Skipped,
@@ -33,7 +31,9 @@ from vaultd.render import (
     one_line,
     render_outcome,
 )
-from vaultd.splice import Changes, apply
+from vaultd.note.splice import Changes, apply
+from vaultd.note.text import parse, unquote
+from vaultd.runs.engine import check_note
 
 FAST = settings(max_examples=150, deadline=None)
 LINE_BREAKS = re.compile(r"\r\n|\r|\n")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vaultd.note import parse
-from vaultd.render import Failure, Skipped, Success, evaluation_block, evaluation_pair
-from vaultd.results import note_results, scalar
+from vaultd.note.render import Failure, Skipped, Success, evaluation_block, evaluation_pair
+from vaultd.note.results import note_results, scalar
+from vaultd.note.text import parse
 
 from .notes import SEED
 
@@ -63,7 +63,7 @@ def test_same_labels_are_told_apart_by_order_and_strays_are_counted() -> None:
 
 
 def test_figures_of_the_largest_numbers_do_not_overflow() -> None:
-    from vaultd.report import number_figures
+    from vaultd.obsidian.report import number_figures
 
     big = [(1.7e308, "1.7e308"), (1.6e308, "1.6e308")]
     figures = number_figures(big)

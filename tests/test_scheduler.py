@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from vaultd.cost import Usage
-from vaultd.progress import format_bar
-from vaultd.scheduler import NoteQueue
+from vaultd.evaluate.cost import Usage
+from vaultd.runs.progress import format_bar
+from vaultd.runs.scheduler import NoteQueue
 
 
 class Clock:

@@ -17,26 +17,29 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from vaultd import __version__, config, scaffold, service, shards
-from vaultd.cost import Usage
-from vaultd.daemon import run_daemon
-from vaultd.engine import Checked, NoteResult, check_note, read_note
-from vaultd.errors import ConfigError, FormatError, NoteReadError, Problem, VaultdError
-from vaultd.model import credentials_problem, known_models, unknown_model
-from vaultd.note import Note, not_vaultds, pending_hint
-from vaultd.progress import ProgressBar
-from vaultd.properties import collisions
-from vaultd.publish import describe, publish, report_paths
-from vaultd.services import open_services
-from vaultd.status import format_status, vault_status
-from vaultd.vault import (
+from vaultd import __version__, config
+from vaultd.edges.model import credentials_problem, known_models, unknown_model
+from vaultd.edges.vault import (
     DEFAULT_TEMPLATES,
     find_vault,
     iter_notes,
     state_folder_problem,
     wants_run,
 )
-from vaultd.writer import Writer
+from vaultd.edges.writer import Writer
+from vaultd.errors import ConfigError, FormatError, NoteReadError, Problem, VaultdError
+from vaultd.evaluate.cost import Usage
+from vaultd.note.properties import collisions
+from vaultd.note.text import Note, not_vaultds, pending_hint
+from vaultd.obsidian import scaffold
+from vaultd.obsidian.publish import describe, publish, report_paths
+from vaultd.obsidian.status import format_status, vault_status
+from vaultd.runs import shards
+from vaultd.runs import systemd as service
+from vaultd.runs.daemon import run_daemon
+from vaultd.runs.engine import Checked, NoteResult, check_note, read_note
+from vaultd.runs.progress import ProgressBar
+from vaultd.runs.services import open_services
 
 log = logging.getLogger("vaultd")
 
@@ -307,7 +310,7 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
 
     With ``batch``, notes whose model requests were deferred to a batch go round again
     once the batch has ended, until every note has finished. Many notes are dealt out to
-    several processes (:mod:`vaultd.shards`).
+    several processes (:mod:`vaultd.runs.shards`).
     """
     todo = [path for path in iter_notes(vault) if wants_run(path)]
     processes = shards.processes_for(settings, len(todo), batch)
@@ -382,7 +385,7 @@ def run_here(vault: Path, settings: config.Settings, todo: list[Path], batch: bo
 
 
 def run_shard(vault: Path, out: TextIO) -> int:
-    """The child side of :mod:`vaultd.shards`: the notes on stdin, a JSON line per note."""
+    """The child side of :mod:`vaultd.runs.shards`: the notes on stdin, a JSON line per note."""
     settings, todo = shards.read_assignment(sys.stdin.buffer)
     in_flight = [0]
     lock = threading.Lock()
@@ -399,7 +402,7 @@ def run_shard(vault: Path, out: TextIO) -> int:
 def check_paths(paths: list[Path], out: TextIO) -> int:
     """Validate notes without running anything: every problem as ``file:line: message``.
 
-    Only vaultd's notes (:func:`vaultd.note.not_vaultds`) are checked in a folder; a note
+    Only vaultd's notes (:func:`vaultd.note.text.not_vaultds`) are checked in a folder; a note
     named on the command line that is not one says so, and why. The config of the vault
     each path is in is checked too (once), and gives the property prefix; a measure whose
     property a user's property holds, or a model name the installed SDK does not know, is

@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from vaultd.cost import Price
 from vaultd.errors import ConfigError, did_you_mean
+from vaultd.evaluate.cost import Price
 
 # A current model from the installed SDK's list (anthropic.types.Model), not a deprecated one.
 DEFAULT_MODEL = "claude-sonnet-5-5"

@@ -35,8 +35,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from vaultd.edges.vault import is_note_path, iter_notes
 from vaultd.errors import VaultdError
-from vaultd.vault import is_note_path, iter_notes
 
 log = logging.getLogger("vaultd.watcher")
 

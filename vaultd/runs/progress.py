@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from vaultd.cost import Usage
+from vaultd.evaluate.cost import Usage
 
 WIDTH = 24
 

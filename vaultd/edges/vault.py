@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from vaultd.note import RUNNABLE, Note, not_vaultds, parse, parse_head, split_lines
+from vaultd.note.text import RUNNABLE, Note, not_vaultds, parse, parse_head, split_lines
 
 HEAD_BYTES = 4096  # enough to read a note's frontmatter
 TEMPLATES_SETTINGS = Path(".obsidian") / "templates.json"  # the Templates core plugin's
@@ -92,7 +92,7 @@ def is_note_path(vault: Path, path: Path) -> bool:
 def wants_run(path: Path) -> bool:
     """Whether the note may be one of vaultd's to run (Pending, or Processing from a run that
     died), by a look at its head: a short note is judged whole, by
-    :func:`vaultd.note.not_vaultds`, so a person's task note is not even queued."""
+    :func:`vaultd.note.text.not_vaultds`, so a person's task note is not even queued."""
     peeked = peek(path, RUNNABLE)
     if peeked is None:
         return True
@@ -106,7 +106,7 @@ def peek(path: Path, whole_for: tuple[str, ...] = ()) -> tuple[str, Note | None]
     """What the note's head says: its Status, lower-cased ("" for none, or if the file is
     gone), and the whole note parsed when the head is the whole (UTF-8) note and its
     Status is one of ``whole_for`` (only its frontmatter when it holds no ``[!measures]``
-    callout at all: it is surely not vaultd's, and :func:`vaultd.note.not_vaultds` says
+    callout at all: it is surely not vaultd's, and :func:`vaultd.note.text.not_vaultds` says
     so all the same). None when the head cannot tell: the frontmatter runs
     past it, or the file cannot be read (a permission); then read the whole note, and that
     read says why it cannot.

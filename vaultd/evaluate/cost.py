@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vaultd.model import ModelReply
+from vaultd.edges.model import ModelReply
 
 
 class Price(BaseModel):

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vaultd.config import CONFIG_PATH, config_toml
+from vaultd.edges.vault import TEMPLATES_SETTINGS, templates_folder
 from vaultd.errors import VaultdError
-from vaultd.vault import TEMPLATES_SETTINGS, templates_folder
 
 TEMPLATE_NAME = "vaultd question.md"
 

@@ -1,6 +1,6 @@
 """The sandbox worker: runs programmatic measures' JavaScript in QuickJS, one per request.
 
-Started by :mod:`vaultd.sandbox` (see :func:`command`); never imported for its own sake by
+Started by :mod:`vaultd.edges.sandbox` (see :func:`command`); never imported for its own sake by
 anything else except for the small helpers at the top (message wording, the frame format),
 which the parent shares so that both sides speak and word limits the same way. Importing
 this module does not import quickjs; only :func:`main` does.
@@ -115,7 +115,7 @@ def command(root: str, memory_limit: int, time_limit: float) -> list[str]:
     directory it runs from can stand in for quickjs or vaultd; vaultd's own ``root`` first
     on the path. The limits given size the worker's resource limits."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from vaultd._sandbox_child import main; sys.exit(main(sys.argv[2:]))")
+            "from vaultd.edges._sandbox_child import main; sys.exit(main(sys.argv[2:]))")
     return [sys.executable, "-E", "-P", "-c", code, root,
             "--memory-limit", str(memory_limit), "--time-limit", repr(float(time_limit))]
 

@@ -10,7 +10,7 @@ statements) and several processes (WAL journal, a busy timeout). The cache is an
 never a reason to fail: a file that is not a database is moved aside and replaced by a fresh one,
 and any later database error makes a lookup a miss and a store a no-op.
 
-:class:`CachedModel` puts the cache in front of the model (:class:`~vaultd.model.AnthropicModel`)
+:class:`CachedModel` puts the cache in front of the model (:class:`~vaultd.edges.model.AnthropicModel`)
 and sends identical requests that are in flight at the same moment only once.
 """
 
@@ -29,8 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from vaultd.edges.model import ModelReply, ModelRequest, request_params
 from vaultd.errors import ModelError, ModelUnavailable
-from vaultd.model import ModelReply, ModelRequest, request_params
 
 log = logging.getLogger("vaultd.cache")
 
@@ -250,7 +250,7 @@ def worth_storing(reply: ModelReply) -> bool:
 
 
 class CachedModel:
-    """A :class:`~vaultd.model.Model` that answers from ``cache`` when it can.
+    """A :class:`~vaultd.edges.model.Model` that answers from ``cache`` when it can.
 
     On a miss the request goes to ``inner`` once, however many threads ask for it at the same
     moment: the others wait and share its reply (marked ``from_cache``: nothing more was billed

@@ -16,13 +16,13 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from vaultd.cost import Price, Usage
+from vaultd.edges.model import Model, ModelRequest
 from vaultd.errors import MeasureError, ModelUnavailable
-from vaultd.graph import Plan
-from vaultd.measures import Measure
-from vaultd.model import Model, ModelRequest
-from vaultd.render import Failure, Outcome, Skipped, Success
-from vaultd.reply import read_reply
+from vaultd.evaluate.cost import Price, Usage
+from vaultd.evaluate.graph import Plan
+from vaultd.evaluate.reply import read_reply
+from vaultd.note.measures import Measure
+from vaultd.note.render import Failure, Outcome, Skipped, Success
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 

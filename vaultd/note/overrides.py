@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import yaml
 
-from vaultd import yamlread
 from vaultd.config import DEFAULT_MODEL
 from vaultd.errors import Problem
-from vaultd.note import Note, Property
+from vaultd.note import yamlread
+from vaultd.note.text import Note, Property
 
 _TEXT = ("model", "answer_model")
 _COUNTS = ("max_tokens", "answer_max_tokens")

@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from vaultd.measures import Measure
-from vaultd.note import Note
-from vaultd.render import Outcome, Success
+from vaultd.note.measures import Measure
+from vaultd.note.render import Outcome, Success
+from vaultd.note.text import Note
 
 RECORD_KEY = "vaultd_properties"  # the keys vaultd wrote in this note, as a block list
 # Keys vaultd reads or writes for its own reasons: never a measure's, never in the record.

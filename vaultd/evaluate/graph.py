@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from vaultd.errors import GraphError, Problem, did_you_mean
-from vaultd.measures import RESERVED_INPUTS, Measure
+from vaultd.note.measures import RESERVED_INPUTS, Measure
 
 
 @dataclass(frozen=True)

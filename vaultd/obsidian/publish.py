@@ -3,13 +3,13 @@
 The two effects behind ``vaultd report`` and the daemon's refresh, one place each:
 :func:`gather` reads the finished notes (as ``vaultd status`` does: every note of the
 vault, its head first), :func:`put` writes one of vaultd's own files. Everything between
-is :mod:`vaultd.report`, pure.
+is :mod:`vaultd.obsidian.report`, pure.
 
 The report note and ``vaultd.base`` are vaultd's files, and vaultd never touches anyone
 else's: each starts with a marker line, and a file at their path without that marker is
 left as it is (the report: with an error; the base file, which Obsidian rewrites without
 the marker once you change the view there: with a notice). A file is only written when
-its content changed, in place through the journaled :class:`~vaultd.writer.Writer`, and
+its content changed, in place through the journaled :class:`~vaultd.edges.writer.Writer`, and
 created with a hard link from a finished temporary file, so it appears whole or not at
 all, and never over a file that appeared meanwhile.
 """
@@ -25,9 +25,12 @@ from pathlib import Path
 from typing import Literal
 
 from vaultd.config import Settings
+from vaultd.edges.vault import iter_notes, peek
+from vaultd.edges.writer import Writer
 from vaultd.errors import NoteReadError, WriteConflict, WriteError
-from vaultd.note import BOM, RUNNABLE, SHOWN, decode, not_vaultds, parse
-from vaultd.report import (
+from vaultd.note.results import NoteResults, is_evaluated, note_results
+from vaultd.note.text import BOM, RUNNABLE, SHOWN, decode, not_vaultds, parse
+from vaultd.obsidian.report import (
     BASE_MARKER,
     DEFAULT_PREFIX,
     REPORT_MARKER,
@@ -36,9 +39,6 @@ from vaultd.report import (
     report_text,
     summarise,
 )
-from vaultd.results import NoteResults, is_evaluated, note_results
-from vaultd.vault import iter_notes, peek
-from vaultd.writer import Writer
 
 log = logging.getLogger("vaultd.report")
 

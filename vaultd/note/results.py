@@ -1,14 +1,14 @@
 """Results read back out of a note: its evaluation pairs, matched to its measures. Pure.
 
 vaultd writes each measure's result as an ``[!evaluation]`` / ``[!evaluation-result]``
-pair (see :mod:`vaultd.render`). The pair names the measure by its label (the
+pair (see :mod:`vaultd.note.render`). The pair names the measure by its label (the
 description, or the id when there is none), not by its id, so each pair is matched to
 the note's declared measures by label, in declared order (the order vaultd writes them
 in); two measures with the same label are told apart by that order. A pair that names no
 declared measure (the measures were edited after the run) is counted, not guessed at.
 
 A result is kept as the text the note shows. What it means is read off that text the
-way :func:`vaultd.render.render_value` wrote it: ``true``/``false`` are booleans, a JSON
+way :func:`vaultd.note.render.render_value` wrote it: ``true``/``false`` are booleans, a JSON
 number is a number, ``null`` is null, several lines are a list (one item a line), an
 ``Error: ...`` or ``Skipped: ...`` line is a failure, anything else is text.
 """
@@ -23,10 +23,10 @@ from typing import Literal
 
 import yaml
 
-from vaultd import yamlread
-from vaultd.measures import Measure, parse_measures
-from vaultd.note import Callout, Note, not_vaultds
-from vaultd.render import one_line
+from vaultd.note import yamlread
+from vaultd.note.measures import Measure, parse_measures
+from vaultd.note.render import one_line
+from vaultd.note.text import Callout, Note, not_vaultds
 
 Scalar = bool | int | float | str | None
 State = Literal["ok", "error", "skipped"]

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from vaultd import yamlread
 from vaultd.errors import Problem, did_you_mean
+from vaultd.note import yamlread
 
 RESERVED_INPUTS = ("answer", "query")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")

@@ -1,7 +1,7 @@
 """``vaultd status``: what the vault's notes say, and what the running daemon says.
 
 Counts come from vaultd's notes themselves (their ``Status``), so they are right whether or
-not a daemon runs: only notes that hold vaultd's parts count (:func:`vaultd.note.not_vaultds`),
+not a daemon runs: only notes that hold vaultd's parts count (:func:`vaultd.note.text.not_vaultds`),
 never a task note with ``status: done``. Only a note whose head shows such a Status is read
 whole, as the run does; the daemon's own figures come from ``.vaultd/daemon.json`` when its process
 is alive.
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaultd.daemon import STATE_FILE
+from vaultd.edges.vault import iter_notes, peek
 from vaultd.errors import NoteReadError
-from vaultd.note import SHOWN, decode, not_vaultds, parse
-from vaultd.vault import iter_notes, peek
+from vaultd.note.text import SHOWN, decode, not_vaultds, parse
+from vaultd.runs.daemon import STATE_FILE
 
 
 @dataclass

@@ -4,7 +4,7 @@
 :func:`report_text` writes the report note (overview, one section per measure with its
 figures and Mermaid charts, then a table with a row per note); :func:`base_text` writes
 ``vaultd.base``, the same table as a live Obsidian Bases view. Reading the vault and
-writing the files is :mod:`vaultd.publish`'s business.
+writing the files is :mod:`vaultd.obsidian.publish`'s business.
 
 What a measure is, is read off its values across all notes: a *boolean* when every value
 is ``true`` or ``false``, a *number* when every value is a number, *text* otherwise (text,
@@ -29,9 +29,9 @@ from typing import Literal
 
 import yaml
 
-from vaultd import charts
-from vaultd.properties import property_key
-from vaultd.results import NoteResults, Result, scalar
+from vaultd.note.properties import property_key
+from vaultd.note.results import NoteResults, Result, scalar
+from vaultd.obsidian import charts
 
 REPORT_MARKER = "<!-- vaultd report:"
 BASE_MARKER = "# vaultd base:"

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from vaultd.config import Settings
-from vaultd.cost import Usage
 from vaultd.errors import VaultdError
+from vaultd.evaluate.cost import Usage
 
 MIN_NOTES_PER_PROCESS = 100
 MAX_AUTO_PROCESSES = 4

@@ -15,15 +15,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vaultd.batch import Batches, BatchModel
-from vaultd.cache import CachedModel, ResponseCache
 from vaultd.config import Settings
-from vaultd.engine import Engine, EngineOptions
+from vaultd.edges.batch import Batches, BatchModel
+from vaultd.edges.cache import CachedModel, ResponseCache
+from vaultd.edges.model import AnthropicModel, Model, NoKeyModel, credentials_problem
+from vaultd.edges.sandbox import Sandbox, SandboxLimits
+from vaultd.edges.writer import Recovery, Writer, recovery_sentence
 from vaultd.errors import WriteError
-from vaultd.model import AnthropicModel, Model, NoKeyModel, credentials_problem
-from vaultd.runner import Effects, ModelSlots
-from vaultd.sandbox import Sandbox, SandboxLimits
-from vaultd.writer import Recovery, Writer, recovery_sentence
+from vaultd.evaluate.runner import Effects, ModelSlots
+from vaultd.runs.engine import Engine, EngineOptions
 
 log = logging.getLogger("vaultd.services")
 

@@ -71,8 +71,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from vaultd.edges.vault import LinkError, is_note_path, locate, open_note
 from vaultd.errors import WriteConflict, WriteError
-from vaultd.vault import LinkError, is_note_path, locate, open_note
 
 __all__ = ["CRASH_EXIT_CODE", "CRASH_POINTS", "Outcome", "Recovery", "Writer"]
 

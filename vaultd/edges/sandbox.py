@@ -8,12 +8,12 @@ console), under a time limit and a memory limit.
 QuickJS does not run in this process: a memory-limit error can corrupt the engine's
 heap and crash whatever process it runs in (reliably so in a thread other than the main
 one), and a hang outside the engine's own time check can only be stopped from outside.
-So each call borrows a worker process (:mod:`vaultd._sandbox_child`, QuickJS in its own
+So each call borrows a worker process (:mod:`vaultd.edges._sandbox_child`, QuickJS in its own
 main thread), sends it the request on a pipe and waits at most ``time_limit`` plus a grace
 period for the answer. A worker that hangs is killed; one that crashes is reaped; either
 way it is replaced on demand, and the call raises :class:`~vaultd.errors.SandboxError`.
 One found dead before it is lent (killed while idle) is reaped and replaced, unused.
-Requests and replies are numbered frames (see :mod:`vaultd._sandbox_child`): a reply that
+Requests and replies are numbered frames (see :mod:`vaultd.edges._sandbox_child`): a reply that
 is not the one awaited, or comes with anything after it, kills the worker and fails that
 call; it is never taken as a result.
 
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, cast
 
-from vaultd._sandbox_child import (
+from vaultd.edges._sandbox_child import (
     FRAME_HEADER,
     FRAME_MAGIC,
     command,

@@ -14,8 +14,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from vaultd.note import Callout, Note, Property, is_blank, is_thematic_break, line_ending, strip_eol
-from vaultd.render import ERROR_TITLE, code_block, code_callout
+from vaultd.note.render import ERROR_TITLE, code_block, code_callout
+from vaultd.note.text import (
+    Callout,
+    Note,
+    Property,
+    is_blank,
+    is_thematic_break,
+    line_ending,
+    strip_eol,
+)
 
 _TRAILING_COMMENT = re.compile(r"\s+#.*$")
 _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"\\]|\\.)*\"")

@@ -22,8 +22,8 @@ from functools import cached_property
 
 import yaml
 
-from vaultd import yamlread
 from vaultd.errors import NoteReadError
+from vaultd.note import yamlread
 
 BOM = "\ufeff"
 RUNNABLE = ("pending", "processing")  # a note left Processing by a run that died runs again

@@ -47,15 +47,15 @@ from pathlib import Path
 from types import FrameType
 
 from vaultd.config import Settings
-from vaultd.engine import NoteResult
+from vaultd.edges.vault import iter_notes, wants_run
 from vaultd.errors import VaultdError
-from vaultd.publish import is_mine, publish, report_paths
-from vaultd.refresh import Debounced
-from vaultd.scheduler import NoteQueue
-from vaultd.service import ENV_FILE, notify, read_env_file, watchdog_interval
-from vaultd.services import Services, open_services
-from vaultd.vault import iter_notes, wants_run
-from vaultd.watcher import Watcher
+from vaultd.obsidian.publish import is_mine, publish, report_paths
+from vaultd.runs.engine import NoteResult
+from vaultd.runs.refresh import Debounced
+from vaultd.runs.scheduler import NoteQueue
+from vaultd.runs.services import Services, open_services
+from vaultd.runs.systemd import ENV_FILE, notify, read_env_file, watchdog_interval
+from vaultd.runs.watcher import Watcher
 
 log = logging.getLogger("vaultd.daemon")
 

@@ -23,7 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from vaultd.cost import Price, Usage
+from vaultd.edges.model import ModelReply, ModelRequest
+from vaultd.edges.vault import LinkError, locate, open_note
+from vaultd.edges.writer import Writer
 from vaultd.errors import (
     FormatError,
     MeasureError,
@@ -33,13 +35,13 @@ from vaultd.errors import (
     WriteConflict,
     WriteError,
 )
-from vaultd.graph import Plan, plan
-from vaultd.measures import Measure, declared_ids, parse_measures
-from vaultd.model import ModelReply, ModelRequest
-from vaultd.note import RUNNABLE, Note, decode, frontmatter_problem, not_vaultds, parse
-from vaultd.overrides import Overrides, read_overrides
-from vaultd.properties import Collision, property_changes
-from vaultd.render import (
+from vaultd.evaluate.cost import Price, Usage
+from vaultd.evaluate.graph import Plan, plan
+from vaultd.evaluate.runner import Deferred, Effects, ModelChoice, run_plan, shared_contexts
+from vaultd.note.measures import Measure, declared_ids, parse_measures
+from vaultd.note.overrides import Overrides, read_overrides
+from vaultd.note.properties import Collision, property_changes
+from vaultd.note.render import (
     Failure,
     Outcome,
     Skipped,
@@ -49,10 +51,8 @@ from vaultd.render import (
     evaluation_pair,
     one_line,
 )
-from vaultd.runner import Deferred, Effects, ModelChoice, run_plan, shared_contexts
-from vaultd.splice import Changes, apply
-from vaultd.vault import LinkError, locate, open_note
-from vaultd.writer import Writer
+from vaultd.note.splice import Changes, apply
+from vaultd.note.text import RUNNABLE, Note, decode, frontmatter_problem, not_vaultds, parse
 
 log = logging.getLogger("vaultd.engine")
 
@@ -129,7 +129,7 @@ def read_note(path: Path, max_bytes: int, vault: Path | None = None) -> tuple[by
     """The note's bytes and structure, or a :class:`NoteReadError` saying why not.
 
     With ``vault``, the note is read as a note of that vault: never through a symbolic link
-    (:func:`vaultd.vault.open_note`). Never more than ``max_bytes`` are read, however the file
+    (:func:`vaultd.edges.vault.open_note`). Never more than ``max_bytes`` are read, however the file
     grows meanwhile."""
     try:
         fd = _open_for_reading(path, vault)

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vaultd.cache import ResponseCache
+from vaultd.edges.cache import ResponseCache
+from vaultd.edges.model import ModelReply, ModelRequest, redact, request_params
 from vaultd.errors import ModelError
-from vaultd.model import ModelReply, ModelRequest, redact, request_params
-from vaultd.runner import Deferred
+from vaultd.evaluate.runner import Deferred
 
 log = logging.getLogger("vaultd.batch")
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from vaultd.edges.cache import CachedModel, ResponseCache
-from vaultd.edges.model import AnthropicModel, ModelReply, ModelRequest, request_params
+from vaultd.edges.model import AnthropicModel, request_params
 from vaultd.errors import ModelError
+from vaultd.evaluate.ask import ModelReply, ModelRequest
 
 from .fakeapi import FakeMessagesAPI, Reply
 from .test_model import in_threads
@@ -162,7 +163,7 @@ WRITER = textwrap.dedent("""
     import logging, sys, time
     from pathlib import Path
     from vaultd.edges.cache import ResponseCache
-    from vaultd.edges.model import ModelReply
+    from vaultd.evaluate.ask import ModelReply
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     db, go, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     cache = ResponseCache(db)

@@ -15,11 +15,9 @@ from vaultd.errors import FormatError, GraphError
 from vaultd.evaluate.graph import plan
 from vaultd.evaluate.reply import read_reply
 from vaultd.note.measures import Measure, parse_measures
+from vaultd.note.outcomes import Failure, Skipped, Success
 from vaultd.note.render import (
     ERROR_TITLE,
-    Failure,
-    Skipped,
-    Success,
     code_callout,
     error_callout,
     evaluation_block,

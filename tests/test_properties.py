@@ -20,11 +20,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vaultd.note.outcomes import Failure, Outcome, Skipped, Success
 from vaultd.note.render import (
-    Failure,
-    Outcome,
-    Skipped,
-    Success,
     error_callout,
     evaluation_block,
     evaluation_pair,

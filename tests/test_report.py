@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from vaultd.cli import build_parser
+from vaultd.note.outcomes import Failure, Outcome, Skipped, Success
 from vaultd.note.properties import yaml_value
-from vaultd.note.render import Failure, Outcome, Skipped, Success, evaluation_block, evaluation_pair
+from vaultd.note.render import evaluation_block, evaluation_pair
 from vaultd.obsidian.report import fmt
 
 from .conftest import ROOT, run_cli

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vaultd.note.measures import Measure
+from vaultd.note.outcomes import Failure, Outcome, Skipped, Success
 from vaultd.note.properties import (
     RECORD_KEY,
     collisions,
@@ -23,7 +24,6 @@ from vaultd.note.properties import (
     property_key,
     yaml_value,
 )
-from vaultd.note.render import Failure, Outcome, Skipped, Success
 from vaultd.note.splice import Changes, apply
 from vaultd.note.text import parse
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vaultd.note.render import Failure, Skipped, Success, evaluation_block, evaluation_pair
+from vaultd.note.outcomes import Failure, Skipped, Success
+from vaultd.note.render import evaluation_block, evaluation_pair
 from vaultd.note.results import note_results, scalar
 from vaultd.note.text import parse
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from vaultd.edges.cache import ResponseCache
-from vaultd.edges.model import ModelReply, ModelRequest, redact, request_params
+from vaultd.edges.model import redact, request_params
 from vaultd.errors import ModelError
-from vaultd.evaluate.runner import Deferred
+from vaultd.evaluate.ask import Deferred, ModelReply, ModelRequest
 
 log = logging.getLogger("vaultd.batch")
 

@@ -10,8 +10,9 @@ statements) and several processes (WAL journal, a busy timeout). The cache is an
 never a reason to fail: a file that is not a database is moved aside and replaced by a fresh one,
 and any later database error makes a lookup a miss and a store a no-op.
 
-:class:`CachedModel` puts the cache in front of the model (:class:`~vaultd.edges.model.AnthropicModel`)
-and sends identical requests that are in flight at the same moment only once.
+:class:`CachedModel` puts the cache in front of the model
+(:class:`~vaultd.edges.model.AnthropicModel`) and sends identical requests that are in flight
+at the same moment only once.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from vaultd.edges.model import ModelReply, ModelRequest, request_params
+from vaultd.edges.model import request_params
 from vaultd.errors import ModelError, ModelUnavailable
+from vaultd.evaluate.ask import ModelReply, ModelRequest
 
 log = logging.getLogger("vaultd.cache")
 

@@ -35,44 +35,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from vaultd.errors import ModelError, ModelUnavailable, did_you_mean
+from vaultd.evaluate.ask import ModelReply, ModelRequest
 
 if TYPE_CHECKING:
     import anthropic
 
 NO_KEY = "no API key (set ANTHROPIC_API_KEY)"
 CLOSED = "the model client was closed"
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    """One request: the context (the measure's input, or None) and the instruction.
-
-    ``cache_context`` marks the context as a cacheable prompt prefix (several measures of a
-    note read the same context); ``use_cache`` allows vaultd's own response cache.
-    """
-
-    model: str
-    max_tokens: int
-    prompt: str
-    context: str | None = None
-    cache_context: bool = False
-    use_cache: bool = True
-
-
-@dataclass(frozen=True)
-class ModelReply:
-    text: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    stop_reason: str | None = None
-    cache_read_tokens: int = 0  # billed at the API's cache-read price
-    cache_write_tokens: int = 0
-    model: str = ""
-    from_cache: bool = False  # served by vaultd's response cache: nothing was billed
-    batch: bool = False  # answered through the Message Batches API: billed at half price
 
 
 def request_params(request: ModelRequest) -> dict[str, Any]:
@@ -90,21 +62,6 @@ def request_params(request: ModelRequest) -> dict[str, Any]:
         "max_tokens": request.max_tokens,
         "messages": [{"role": "user", "content": content}],
     }
-
-
-class Model(Protocol):
-    """Anything that can answer a :class:`ModelRequest`."""
-
-    def complete(self, request: ModelRequest) -> ModelReply: ...
-
-    def unavailable(self) -> str | None:
-        """Why no request can be made now (no key, a refused key, the API unreachable), or
-        None when one may be tried."""
-        ...
-
-    def answering(self) -> bool:
-        """Whether the API has answered a request since the start or its last outage."""
-        ...
 
 
 def known_models() -> frozenset[str]:

@@ -76,7 +76,7 @@ from vaultd.errors import WriteConflict, WriteError
 
 __all__ = ["CRASH_EXIT_CODE", "CRASH_POINTS", "Outcome", "Recovery", "Writer"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vaultd.writer")
 
 Outcome = Literal["completed", "already_done", "left_alone", "missing", "bad_entry"]
 

@@ -11,21 +11,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from vaultd.edges.model import ModelReply
-
-
-class Price(BaseModel):
-    """Dollars per million tokens."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cache_read: float | None = Field(default=None, ge=0)  # default: 10% of input
-    cache_write: float | None = Field(default=None, ge=0)  # default: 125% of input
-
+from vaultd.config import Price
+from vaultd.evaluate.ask import ModelReply
 
 # Estimates by family; set real prices for the models you use in the vault's config.
 FAMILY_PRICES = {

@@ -16,19 +16,16 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from vaultd.edges.model import Model, ModelRequest
+from vaultd.config import Price
 from vaultd.errors import MeasureError, ModelUnavailable
-from vaultd.evaluate.cost import Price, Usage
+from vaultd.evaluate.ask import Deferred, Model, ModelRequest
+from vaultd.evaluate.cost import Usage
 from vaultd.evaluate.graph import Plan
 from vaultd.evaluate.reply import read_reply
 from vaultd.note.measures import Measure
-from vaultd.note.render import Failure, Outcome, Skipped, Success
+from vaultd.note.outcomes import Failure, Outcome, Skipped, Success
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
-
-
-class Deferred(Exception):
-    """The model took the request for a later round (a batch); the measure waits for it."""
 
 
 class Sandbox(Protocol):

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from vaultd.note.measures import Measure
-from vaultd.note.render import Outcome, Success
+from vaultd.note.outcomes import Outcome, Success
 from vaultd.note.text import Note
 
 RECORD_KEY = "vaultd_properties"  # the keys vaultd wrote in this note, as a block list

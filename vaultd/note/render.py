@@ -10,30 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
+
+from vaultd.note.outcomes import Failure, Outcome, Success
 
 _FENCE_RUN = re.compile(r"[ \t]*(`{3,}|~{3,})")
 _NEWLINES = re.compile(r"\r\n|\r|\n")
-
-
-@dataclass(frozen=True)
-class Success:
-    value: Any
-    comment: str | None = None
-
-
-@dataclass(frozen=True)
-class Failure:
-    message: str
-
-
-@dataclass(frozen=True)
-class Skipped:
-    reason: str
-
-
-Outcome = Success | Failure | Skipped
 
 
 def one_line(text: str, limit: int = 500) -> str:

@@ -19,7 +19,9 @@ from typing import Any
 from vaultd.edges.vault import iter_notes, peek
 from vaultd.errors import NoteReadError
 from vaultd.note.text import SHOWN, decode, not_vaultds, parse
-from vaultd.runs.daemon import STATE_FILE
+
+# The running daemon writes its figures here (vaultd.runs.daemon); status reads them.
+STATE_FILE = Path(".vaultd") / "daemon.json"
 
 
 @dataclass

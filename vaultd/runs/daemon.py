@@ -50,6 +50,7 @@ from vaultd.config import Settings
 from vaultd.edges.vault import iter_notes, wants_run
 from vaultd.errors import VaultdError
 from vaultd.obsidian.publish import is_mine, publish, report_paths
+from vaultd.obsidian.status import STATE_FILE
 from vaultd.runs.engine import NoteResult
 from vaultd.runs.refresh import Debounced
 from vaultd.runs.scheduler import NoteQueue
@@ -59,7 +60,6 @@ from vaultd.runs.watcher import Watcher
 
 log = logging.getLogger("vaultd.daemon")
 
-STATE_FILE = Path(".vaultd") / "daemon.json"
 MAX_WRITE_TRIES = 8
 MAX_RETRY_DELAY = 300.0
 REPORT_DELAY = 5.0  # seconds after the last note finished

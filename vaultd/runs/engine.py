@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from vaultd.edges.model import ModelReply, ModelRequest
+from vaultd.config import Price
 from vaultd.edges.vault import LinkError, locate, open_note
 from vaultd.edges.writer import Writer
 from vaultd.errors import (
@@ -35,22 +35,15 @@ from vaultd.errors import (
     WriteConflict,
     WriteError,
 )
-from vaultd.evaluate.cost import Price, Usage
+from vaultd.evaluate.ask import Deferred, ModelReply, ModelRequest
+from vaultd.evaluate.cost import Usage
 from vaultd.evaluate.graph import Plan, plan
-from vaultd.evaluate.runner import Deferred, Effects, ModelChoice, run_plan, shared_contexts
+from vaultd.evaluate.runner import Effects, ModelChoice, run_plan, shared_contexts
 from vaultd.note.measures import Measure, declared_ids, parse_measures
+from vaultd.note.outcomes import Failure, Outcome, Skipped, Success
 from vaultd.note.overrides import Overrides, read_overrides
 from vaultd.note.properties import Collision, property_changes
-from vaultd.note.render import (
-    Failure,
-    Outcome,
-    Skipped,
-    Success,
-    error_callout,
-    evaluation_block,
-    evaluation_pair,
-    one_line,
-)
+from vaultd.note.render import error_callout, evaluation_block, evaluation_pair, one_line
 from vaultd.note.splice import Changes, apply
 from vaultd.note.text import RUNNABLE, Note, decode, frontmatter_problem, not_vaultds, parse
 

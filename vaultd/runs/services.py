@@ -18,10 +18,11 @@ from pathlib import Path
 from vaultd.config import Settings
 from vaultd.edges.batch import Batches, BatchModel
 from vaultd.edges.cache import CachedModel, ResponseCache
-from vaultd.edges.model import AnthropicModel, Model, NoKeyModel, credentials_problem
+from vaultd.edges.model import AnthropicModel, NoKeyModel, credentials_problem
 from vaultd.edges.sandbox import Sandbox, SandboxLimits
 from vaultd.edges.writer import Recovery, Writer, recovery_sentence
 from vaultd.errors import WriteError
+from vaultd.evaluate.ask import Model
 from vaultd.evaluate.runner import Effects, ModelSlots
 from vaultd.runs.engine import Engine, EngineOptions
 

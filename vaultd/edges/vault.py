@@ -46,6 +46,12 @@ def templates_folder(vault: Path) -> Path:
     return vault.joinpath(*relative.parts)
 
 
+def relative(path: Path, root: Path) -> str:
+    """``path`` as shown to a person: relative to ``root`` when inside it, else whole."""
+    full, prefix = str(path), str(root).rstrip(os.sep) + os.sep
+    return full[len(prefix):] if full.startswith(prefix) else full
+
+
 def find_vault(path: Path) -> Path | None:
     """The vault ``path`` is in: the nearest folder holding ``.obsidian/`` or ``.vaultd/``."""
     here = path.resolve()

@@ -11,12 +11,15 @@ run, and fail for want of a question, before anyone had typed it).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vaultd.config import CONFIG_PATH, config_toml
-from vaultd.edges.vault import TEMPLATES_SETTINGS, templates_folder
+from vaultd.config import CONFIG_PATH, config_toml, load
+from vaultd.edges.vault import DEFAULT_TEMPLATES, TEMPLATES_SETTINGS, relative, templates_folder
+from vaultd.edges.writer import Writer
 from vaultd.errors import VaultdError
+from vaultd.obsidian.publish import publish, report_paths
 
 TEMPLATE_NAME = "vaultd question.md"
 
@@ -77,6 +80,28 @@ def init_vault(vault: Path) -> list[Written]:
         _create(vault / CONFIG_PATH, config_toml(), private=True),  # in vaultd's own folder
         _create(templates_folder(vault) / TEMPLATE_NAME, template_note()),
     ]
+
+
+def initialise(vault: Path) -> Iterator[str]:
+    """``vaultd init``: the config, the template note and the report, a line for each.
+
+    Nothing that exists is overwritten; the report is written only when neither it nor its
+    Bases file exists (from then on the daemon keeps it up to date; it never creates one)."""
+    for written in init_vault(vault):
+        name = relative(written.path, vault)
+        yield f"wrote {name}" if written.created else f"kept {name} (it exists)"
+    settings = load(vault)
+    report, base = report_paths(vault, settings)
+    if report.exists() or base.exists():
+        for path in (report, base):
+            if path.exists():
+                yield f"kept {relative(path, vault)} (it exists)"
+    else:
+        for item in publish(vault, settings, Writer(vault)).files:
+            yield f"wrote {relative(item.path, vault)}"
+    if uses_default_templates(vault):
+        yield (f"vaultd: in Obsidian, set the Templates core plugin's folder to "
+               f"{DEFAULT_TEMPLATES} to insert the template")
 
 
 def uses_default_templates(vault: Path) -> bool:

@@ -15,8 +15,9 @@ What holds for one process holds for the run:
   cache file itself is shared (SQLite, safe with several processes);
 * the output: the parent prints each note's line as its process reports it, then the totals.
 
-A child is ``python -m vaultd run VAULT --once --shard``: it reads the settings and its
-notes as one JSON line on stdin and writes one JSON line per note on stdout.
+A child is ``python -m vaultd.runs.shard_child VAULT`` (:mod:`vaultd.runs.shard_child`): it
+reads the settings and its notes as one JSON line on stdin and writes one JSON line per
+note on stdout.
 
 A child never outlives its parent (a ``kill -9`` of the ``--once`` run must not leave
 processes writing notes): the parent keeps the child's stdin open until the child has
@@ -40,6 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import vaultd
 from vaultd.config import Settings
 from vaultd.errors import VaultdError
 from vaultd.evaluate.cost import Usage
@@ -148,7 +150,7 @@ def run(vault: Path, settings: Settings, groups: list[list[Path]],
         document = {"settings": child_settings.model_dump(mode="json"),
                     "paths": [str(p) for p in group], "parent": os.getpid()}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vaultd", *log_level, "run", str(vault), "--once", "--shard"],
+            [sys.executable, "-m", "vaultd.runs.shard_child", *log_level, str(vault)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": _package_root(os.environ.get("PYTHONPATH"))},
         )
@@ -218,7 +220,7 @@ def run(vault: Path, settings: Settings, groups: list[list[Path]],
 
 def _package_root(current: str | None) -> str:
     """PYTHONPATH for a child: this vaultd's own folder first, so it runs the same code."""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(vaultd.__file__).resolve().parent.parent)
     return os.pathsep.join([root, current]) if current else root
 
 
@@ -234,7 +236,7 @@ def read_assignment(stream: IO[bytes]) -> tuple[Settings, list[Path]]:
         paths = [Path(p) for p in document["paths"]]
         parent = int(document.get("parent", os.getppid()))
     except (ValueError, KeyError, TypeError) as exc:
-        raise VaultdError(f"--shard: cannot read the notes to run from stdin: {exc}") from exc
+        raise VaultdError(f"shard child: cannot read the notes to run from stdin: {exc}") from exc
     die_with_parent(parent, stream)
     return settings, paths
 

@@ -188,7 +188,7 @@ def test_a_fifo_made_at_a_slot_while_running_is_refused(vault: Path) -> None:
     journal = vault / ".vaultd" / "journal"
     journal.mkdir(parents=True)
     os.mkfifo(journal / "slot-0.journal")
-    script = ("import sys\nfrom pathlib import Path\nfrom vaultd.writer import Writer\n"
+    script = ("import sys\nfrom pathlib import Path\nfrom vaultd.edges.writer import Writer\n"
               "from vaultd.errors import WriteError\n"
               "try:\n    Writer(Path(sys.argv[1])).write(Path(sys.argv[2]), sys.argv[3].encode(),"
               " b'x\\n')\nexcept WriteError as exc:\n    print(exc)\n")

@@ -12,7 +12,7 @@ Three kinds of real processes share one note:
   and checks that its previous save is in it: if a clean read lacks it, a write of vaultd's
   made from an older text replaced it, and the save is **lost**.
 - **vaultd** reads the note and writes its own line ``result: K`` (of a varying length, so
-  that every second write shrinks the note) through the real :class:`vaultd.writer.Writer`,
+  that every second write shrinks the note) through the real :class:`vaultd.edges.writer.Writer`,
   compare-and-write; a conflict is read again, as the engine does.
 - **readers** read the note in a loop. Every text ends with one ``<!-- end -->`` line: a
   read where it is followed by more text (or comes twice) is **torn**: the new start of a
@@ -114,8 +114,8 @@ def editor(path: Path, mode: str, stop: Any, out: Any) -> None:
 def vaultd(src: str | None, path: Path, leases: bool, stop: Any, out: Any) -> None:
     if src:
         sys.path.insert(0, src)
+    from vaultd.edges.writer import Writer
     from vaultd.errors import WriteConflict
-    from vaultd.writer import Writer
 
     try:
         writer = Writer(path.parent, leases=leases)  # type: ignore[call-arg]

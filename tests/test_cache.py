@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from vaultd.cache import CachedModel, ResponseCache
+from vaultd.edges.cache import CachedModel, ResponseCache
+from vaultd.edges.model import AnthropicModel, request_params
 from vaultd.errors import ModelError
-from vaultd.model import AnthropicModel, ModelReply, ModelRequest, request_params
+from vaultd.evaluate.ask import ModelReply, ModelRequest
 
 from .fakeapi import FakeMessagesAPI, Reply
 from .test_model import in_threads
@@ -161,8 +162,8 @@ def test_two_cache_objects_share_the_file(db: Path) -> None:
 WRITER = textwrap.dedent("""
     import logging, sys, time
     from pathlib import Path
-    from vaultd.cache import ResponseCache
-    from vaultd.model import ModelReply
+    from vaultd.edges.cache import ResponseCache
+    from vaultd.evaluate.ask import ModelReply
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     db, go, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     cache = ResponseCache(db)

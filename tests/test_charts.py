@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from vaultd import charts
+from vaultd.obsidian import charts
 
 from .mermaidparse import parse_charts
 

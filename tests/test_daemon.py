@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultd.service import render_template
+from vaultd.runs.systemd import render_template
 
 from .conftest import ROOT, run_cli
 from .daemonproc import DaemonProcess, marker_done, note_says, wait_for

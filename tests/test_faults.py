@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from vaultd.edges.writer import CRASH_POINTS, Writer, _encode_entry
 from vaultd.errors import WriteError
-from vaultd.writer import CRASH_POINTS, Writer, _encode_entry
 
 from .conftest import run_cli
 from .daemonproc import DaemonProcess, note_says, wait_for

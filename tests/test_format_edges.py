@@ -11,24 +11,22 @@ import time
 
 import pytest
 
-from vaultd.engine import check_note
 from vaultd.errors import FormatError, GraphError
-from vaultd.graph import plan
-from vaultd.measures import Measure, parse_measures
-from vaultd.note import Note, dominant_newline, parse, split_lines
-from vaultd.render import (
+from vaultd.evaluate.graph import plan
+from vaultd.evaluate.reply import read_reply
+from vaultd.note.measures import Measure, parse_measures
+from vaultd.note.outcomes import Failure, Skipped, Success
+from vaultd.note.render import (
     ERROR_TITLE,
-    Failure,
-    Skipped,
-    Success,
     code_callout,
     error_callout,
     evaluation_block,
     evaluation_pair,
     fence_for,
 )
-from vaultd.reply import read_reply
-from vaultd.splice import Changes, apply
+from vaultd.note.splice import Changes, apply
+from vaultd.note.text import Note, dominant_newline, parse, split_lines
+from vaultd.runs.engine import check_note
 
 PAIR_A = evaluation_pair("a", "programmatic", Success(1))
 PAIR_B = evaluation_pair("b", "ai", Success("yes"))

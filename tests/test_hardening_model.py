@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from vaultd.edges.model import AnthropicModel
 from vaultd.errors import ModelError, ModelUnavailable
-from vaultd.model import AnthropicModel
-from vaultd.reply import read_reply
+from vaultd.evaluate.reply import read_reply
 
 from .conftest import run_cli
 from .daemonproc import DaemonProcess, note_says, wait_for

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from vaultd._sandbox_child import FRAME_HEADER, FRAME_MAGIC, command, seccomp_program
+from vaultd.edges._sandbox_child import FRAME_HEADER, FRAME_MAGIC, command, seccomp_program
+from vaultd.edges.sandbox import Sandbox, SandboxLimits, _root
 from vaultd.errors import SandboxError
-from vaultd.sandbox import Sandbox, SandboxLimits, _root
 
 from .conftest import run_cli
 from .daemonproc import DaemonProcess, note_says, wait_for

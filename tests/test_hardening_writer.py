@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-import vaultd.writer as writer_mod
+import vaultd.edges.writer as writer_mod
 from vaultd import config
-from vaultd.engine import read_note
+from vaultd.edges.writer import Writer, _encode_entry
 from vaultd.errors import NoteReadError, WriteConflict, WriteError
-from vaultd.services import open_services
-from vaultd.status import vault_status
-from vaultd.writer import Writer, _encode_entry
+from vaultd.obsidian.status import vault_status
+from vaultd.runs.engine import read_note
+from vaultd.runs.services import open_services
 
 from .conftest import ROOT, run_process
 from .notes import programmatic_note
@@ -188,7 +188,7 @@ def test_a_fifo_made_at_a_slot_while_running_is_refused(vault: Path) -> None:
     journal = vault / ".vaultd" / "journal"
     journal.mkdir(parents=True)
     os.mkfifo(journal / "slot-0.journal")
-    script = ("import sys\nfrom pathlib import Path\nfrom vaultd.writer import Writer\n"
+    script = ("import sys\nfrom pathlib import Path\nfrom vaultd.edges.writer import Writer\n"
               "from vaultd.errors import WriteError\n"
               "try:\n    Writer(Path(sys.argv[1])).write(Path(sys.argv[2]), sys.argv[3].encode(),"
               " b'x\\n')\nexcept WriteError as exc:\n    print(exc)\n")

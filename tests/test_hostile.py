@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from vaultd.engine import check_note, fingerprint
+from vaultd.edges.sandbox import Sandbox
 from vaultd.errors import SandboxError
-from vaultd.note import parse
-from vaultd.sandbox import Sandbox
+from vaultd.note.text import parse
+from vaultd.runs.engine import check_note, fingerprint
 
 from .conftest import run_cli, without_timestamp
 from .fakeapi import FakeMessagesAPI

@@ -16,16 +16,9 @@ from typing import Any
 
 import pytest
 
+from vaultd.edges.model import AnthropicModel, RateGate, parse_rfc3339, request_params, retry_after
 from vaultd.errors import ModelError
-from vaultd.model import (
-    AnthropicModel,
-    ModelReply,
-    ModelRequest,
-    RateGate,
-    parse_rfc3339,
-    request_params,
-    retry_after,
-)
+from vaultd.evaluate.ask import ModelReply, ModelRequest
 
 from .fakeapi import FakeMessagesAPI, Reply
 

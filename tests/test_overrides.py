@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from vaultd.engine import check_note
 from vaultd.errors import FormatError
-from vaultd.note import parse
-from vaultd.overrides import Overrides, read_overrides
+from vaultd.note.overrides import Overrides, read_overrides
+from vaultd.note.text import parse
+from vaultd.runs.engine import check_note
 
 from .conftest import run_cli
 from .fakeapi import FakeMessagesAPI

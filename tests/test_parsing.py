@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from vaultd.engine import check_note
 from vaultd.errors import FormatError, GraphError
-from vaultd.graph import plan
-from vaultd.measures import parse_measures
-from vaultd.note import parse
-from vaultd.reply import read_reply
+from vaultd.evaluate.graph import plan
+from vaultd.evaluate.reply import read_reply
+from vaultd.note.measures import parse_measures
+from vaultd.note.text import parse
+from vaultd.runs.engine import check_note
 
 from .notes import SEED, note_with_measures
 

@@ -101,7 +101,7 @@ def sandbox_workers(pid: int) -> list[int]:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         state, parent = fields[0], int(fields[1])
-        if parent == pid and state != "Z" and b"vaultd._sandbox_child" in cmdline:
+        if parent == pid and state != "Z" and b"vaultd.edges._sandbox_child" in cmdline:
             found.append(int(entry.name))
     return sorted(found)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vaultd.refresh import Debounced
+from vaultd.runs.refresh import Debounced
 
 from .daemonproc import wait_for
 

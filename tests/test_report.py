@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from vaultd.cli import build_parser
-from vaultd.properties import yaml_value
-from vaultd.render import Failure, Outcome, Skipped, Success, evaluation_block, evaluation_pair
-from vaultd.report import fmt
+from vaultd.note.outcomes import Failure, Outcome, Skipped, Success
+from vaultd.note.properties import yaml_value
+from vaultd.note.render import evaluation_block, evaluation_pair
+from vaultd.obsidian.report import fmt
 
 from .conftest import ROOT, run_cli
 from .mermaidparse import parse_charts
@@ -248,8 +249,8 @@ def test_base_file_is_valid_yaml_with_the_documented_keys(
 
 
 def test_the_base_uses_the_property_prefix_setting(vault: Path) -> None:
-    from vaultd.report import base_text, summarise
-    from vaultd.results import NoteResults, Result
+    from vaultd.note.results import NoteResults, Result
+    from vaultd.obsidian.report import base_text, summarise
 
     note = NoteResults("n.md", "Done", None, (Result("x", "x", "ai", "1"),))
     base = yaml.safe_load(base_text(summarise((note,)), "r_"))

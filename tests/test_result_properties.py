@@ -15,17 +15,17 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaultd.measures import Measure
-from vaultd.note import parse
-from vaultd.properties import (
+from vaultd.note.measures import Measure
+from vaultd.note.outcomes import Failure, Outcome, Skipped, Success
+from vaultd.note.properties import (
     RECORD_KEY,
     collisions,
     property_changes,
     property_key,
     yaml_value,
 )
-from vaultd.render import Failure, Outcome, Skipped, Success
-from vaultd.splice import Changes, apply
+from vaultd.note.splice import Changes, apply
+from vaultd.note.text import parse
 
 from .conftest import run_cli
 from .fakeapi import FakeMessagesAPI

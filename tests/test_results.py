@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from vaultd.measures import parse_measures
-from vaultd.note import parse
-from vaultd.properties import property_changes
-from vaultd.render import (
-    Failure,
-    Outcome,
-    Skipped,
-    Success,
-    evaluation_block,
-    evaluation_pair,
-)
-from vaultd.report import Gathered, report_text, summarise
-from vaultd.results import note_results, scalar
-from vaultd.splice import Changes, apply
+from vaultd.note.measures import parse_measures
+from vaultd.note.outcomes import Failure, Outcome, Skipped, Success
+from vaultd.note.properties import property_changes
+from vaultd.note.render import evaluation_block, evaluation_pair
+from vaultd.note.results import note_results, scalar
+from vaultd.note.splice import Changes, apply
+from vaultd.note.text import parse
+from vaultd.obsidian.report import Gathered, report_text, summarise
 
 from .notes import SEED
 
@@ -76,7 +70,7 @@ def test_same_labels_are_told_apart_by_order_and_strays_are_counted() -> None:
 
 
 def test_figures_of_the_largest_numbers_do_not_overflow() -> None:
-    from vaultd.report import number_figures
+    from vaultd.obsidian.report import number_figures
 
     big = [(1.7e308, "1.7e308"), (1.6e308, "1.6e308")]
     figures = number_figures(big)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from vaultd.edges.sandbox import JSONValue, Sandbox, SandboxLimits
 from vaultd.errors import MeasureError, SandboxError
-from vaultd.sandbox import JSONValue, Sandbox, SandboxLimits
 
 INCLUDES = "return input.includes(params.target);"
 INDEX = "const index = input.indexOf(params.target); return index === -1 ? 'N/A' : index + 1;"

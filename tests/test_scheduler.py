@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from vaultd.cost import Usage
-from vaultd.progress import format_bar
-from vaultd.scheduler import NoteQueue
+from vaultd.evaluate.cost import Usage
+from vaultd.runs.progress import format_bar
+from vaultd.runs.scheduler import NoteQueue
 
 
 class Clock:
@@ -95,8 +95,8 @@ def test_progress_bar_line() -> None:
 
 
 def test_one_debounce_rule_for_notes_and_the_report() -> None:
-    from vaultd.refresh import Debounced
-    from vaultd.scheduler import settled_at
+    from vaultd.runs.refresh import Debounced
+    from vaultd.runs.scheduler import settled_at
 
     assert settled_at(0.0, 1.0, 2.0, 10.0) == 3.0  # settle after the latest event
     assert settled_at(0.0, 9.0, 2.0, 10.0) == 10.0  # but no later than max_wait

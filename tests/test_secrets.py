@@ -36,7 +36,7 @@ def sandbox_workers(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
-            if b"vaultd._sandbox_child" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"vaultd.edges._sandbox_child" in Path(f"/proc/{child}/cmdline").read_bytes():
                 found.append(int(child))
     return found
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vaultd import shards
 from vaultd.config import Settings
+from vaultd.runs import shards
 
 from .conftest import run_cli, without_timestamp
 from .fakeapi import FakeMessagesAPI, Reply

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-import vaultd.writer as writer_mod
+import vaultd.edges.writer as writer_mod
+from vaultd.edges.writer import CRASH_POINTS, Writer
 from vaultd.errors import WriteConflict, WriteError
-from vaultd.writer import CRASH_POINTS, Writer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def journal_entries(vault: Path) -> list[Path]:
 CRASH_SCRIPT = """
 import sys
 from pathlib import Path
-from vaultd.writer import Writer
+from vaultd.edges.writer import Writer
 vault, note, old, new = map(Path, sys.argv[1:5])
 Writer(vault).write(note, old.read_bytes(), new.read_bytes())
 """
@@ -274,7 +274,7 @@ FILE_SIZE_LIMITED_WRITE = """
 import resource, signal, sys
 from pathlib import Path
 from vaultd.errors import WriteError
-from vaultd.writer import Writer
+from vaultd.edges.writer import Writer
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 vault, note, limit = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 old = note.read_bytes()
@@ -701,7 +701,7 @@ def test_two_writers_on_one_vault_never_share_a_slot(vault: Path) -> None:
 
 RECOVER_SCRIPT = """
 import sys
-from vaultd.writer import Writer
+from vaultd.edges.writer import Writer
 print(*[r.outcome for r in Writer(sys.argv[1]).recover()])
 """
 
@@ -772,7 +772,7 @@ def test_a_journal_deleted_under_a_writer_is_made_again(vault: Path) -> None:
 
 
 def test_write_whole_replaces_or_creates_and_leaves_no_temporary_file(tmp_path: Path) -> None:
-    from vaultd.writer import write_whole
+    from vaultd.edges.writer import write_whole
 
     state = tmp_path / "daemon.json"
     write_whole(state, b"{}")

@@ -19,7 +19,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from vaultd.cost import Price
 from vaultd.errors import ConfigError, did_you_mean
 
 # A current model from the installed SDK's list (anthropic.types.Model), not a deprecated one.
@@ -27,6 +26,17 @@ DEFAULT_MODEL = "claude-sonnet-5-5"
 CONFIG_PATH = Path(".vaultd") / "config.toml"
 # A property key's start that YAML, Obsidian, Dataview and Bases all read unquoted.
 PREFIX_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class Price(BaseModel):
+    """Dollars per million tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(default=None, ge=0)  # default: 10% of input
+    cache_write: float | None = Field(default=None, ge=0)  # default: 125% of input
 
 
 class Settings(BaseModel):

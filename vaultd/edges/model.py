@@ -1,0 +1,860 @@
+"""The model: every request to the Messages API goes through :meth:`AnthropicModel.send`.
+
+The official ``anthropic`` SDK does the talking (it honours ``ANTHROPIC_API_KEY`` and
+``ANTHROPIC_BASE_URL`` as it always does); its errors are translated here, at the edge,
+into :class:`~vaultd.errors.ModelError` with one line a person can act on.
+
+vaultd retries by itself rather than through the SDK (whose client is built with
+``max_retries=0``), so that one policy covers every thread:
+
+* 408, 409, 429, 5xx (529 included), timeouts and dropped or refused connections are retried
+  with exponential backoff and full jitter, or after exactly the pause the API asks for
+  (``retry-after-ms`` / ``retry-after``); other 4xx fail at once;
+* a :class:`RateGate` shared by all threads reads the ``anthropic-ratelimit-*`` headers of every
+  reply and holds new requests while a limit is (nearly) used up, until it resets; a pause the
+  API asks for in a ``retry-after`` is waited out by every thread, not only the one refused;
+* a refused key (401), or an API that cannot be connected to (after every retry), is an
+  outage: later calls fail at once with :class:`~vaultd.errors.ModelUnavailable` until a
+  back-off has passed (``outage_backoff`` seconds, doubling up to ``outage_cap``), then one
+  request finds out whether it is over; until the API has accepted the key once, only one
+  request is in flight, so a bad key costs exactly one request per back-off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import email.utils
+import errno
+import heapq
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from vaultd.errors import ModelError, ModelUnavailable, did_you_mean, one_line
+from vaultd.evaluate.ask import ModelReply, ModelRequest
+
+if TYPE_CHECKING:
+    import anthropic
+
+NO_KEY = "no API key (set ANTHROPIC_API_KEY)"
+CLOSED = "the model client was closed"
+
+
+def request_params(request: ModelRequest) -> dict[str, Any]:
+    """The exact Messages API parameters for ``request``: what decides the reply."""
+    content: list[dict[str, Any]] = []
+    if request.context is not None:
+        text = f"<context>\n{request.context}\n</context>"
+        block: dict[str, Any] = {"type": "text", "text": text}
+        if request.cache_context:
+            block["cache_control"] = {"type": "ephemeral"}
+        content.append(block)
+    content.append({"type": "text", "text": request.prompt})
+    return {
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": [{"role": "user", "content": content}],
+    }
+
+
+def known_models() -> frozenset[str]:
+    """The model names the installed anthropic SDK lists (the ``Literal`` in
+    ``anthropic.types.ModelParam``); empty when they cannot be read.
+
+    Only that one small module is loaded, from its file: importing ``anthropic`` itself
+    takes seconds, and only ``vaultd check`` asks."""
+    import importlib.util
+    import typing
+
+    try:
+        spec = importlib.util.find_spec("anthropic")  # found, not imported
+        folders = spec.submodule_search_locations if spec else None
+        if not folders:
+            return frozenset()
+        path = os.path.join(next(iter(folders)), "types", "model_param.py")
+        loader = importlib.util.spec_from_file_location("vaultd._sdk_model_param", path)
+        if loader is None or loader.loader is None:
+            return frozenset()
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+        alias = module.ModelParam
+    except Exception:  # an SDK laid out otherwise: no names, so no warnings
+        return frozenset()
+    names: set[str] = set()
+    stack = [alias]
+    while stack:
+        for arg in typing.get_args(stack.pop()):
+            if isinstance(arg, str):
+                names.add(arg)
+            else:
+                stack.append(arg)
+    return frozenset(names)
+
+
+def unknown_model(name: str, known: frozenset[str]) -> str | None:
+    """A warning when ``known`` (from :func:`known_models`) does not list ``name``."""
+    if not known or name in known:
+        return None
+    hint = did_you_mean(name, sorted(known))
+    return f"`{name}` is not a model the installed anthropic SDK knows" + (
+        f" ({hint})" if hint else "")
+
+
+def credentials_problem() -> str | None:
+    """None when the SDK finds a key, token or profile here; else what is missing or wrong."""
+    for what in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
+        problem = _unsendable(what, os.environ.get(what))
+        if problem:
+            return problem
+    if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+        return None  # the common case, known without importing the SDK (a second's import)
+    import anthropic
+
+    try:
+        client = anthropic.Anthropic()
+    except anthropic.AnthropicError as exc:
+        return f"no usable API credentials: {' '.join(str(exc).split())}"
+    try:
+        for what, value in (("ANTHROPIC_API_KEY", client.api_key),
+                            ("ANTHROPIC_AUTH_TOKEN", client.auth_token)):
+            problem = _unsendable(what, value)
+            if problem:
+                return problem
+        found = client.api_key or client.auth_token or client.credentials
+        return None if found else NO_KEY
+    finally:
+        client.close()
+
+
+def _unsendable(what: str, secret: object) -> str | None:
+    """What is wrong with a key that httpx would refuse as a header value (quoting the key
+    whole in its error message, which would then be written into notes and logs)."""
+    if not isinstance(secret, str) or not secret:
+        return None
+    if all(ch.isprintable() and not ch.isspace() for ch in secret):
+        return None
+    return (f"the key in {what} has a space, a line break or another control character in "
+            "it: remove it")
+
+
+def _secrets(*values: object) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v for v in values if isinstance(v, str) and v))
+
+
+REDACTED = "[API key]"
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret (and every long word of one) replaced by ``[API key]``."""
+    for secret in secrets:
+        for part in (secret, secret.strip(), *secret.split()):
+            if len(part) >= 8:
+                text = text.replace(part, REDACTED)
+    return text
+
+
+class NoKeyModel:
+    """Stands in when there is no API key: every request fails with the same clear line."""
+
+    def __init__(self, problem: str = NO_KEY) -> None:
+        self.problem = problem
+
+    def complete(self, request: ModelRequest) -> ModelReply:
+        raise ModelUnavailable(self.problem)
+
+    def unavailable(self) -> str | None:
+        return self.problem
+
+    def answering(self) -> bool:
+        return False
+
+
+# -- rate-limit pacing ---------------------------------------------------------------------
+
+RATE_LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
+
+
+def parse_rfc3339(value: str) -> float | None:
+    """Seconds since the epoch for an RFC 3339 timestamp (``...Z`` or with an offset)."""
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """The pause the API asks for, in seconds (>= 0), or None when it asks for none.
+
+    ``retry-after-ms`` (milliseconds) wins over ``retry-after`` (seconds, or an HTTP-date,
+    compared with the wall clock ``now``)."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, moment.timestamp() - now)
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+class RateGate:
+    """One gate for every thread: requests pass only while no pause is in force.
+
+    :meth:`observe` reads a reply's ``anthropic-ratelimit-*`` headers: when a ``remaining``
+    count is 0, or below ``headroom`` of its ``limit``, new requests are held until that
+    limit's ``reset`` time. :meth:`hold` starts a pause of a given length (a ``retry-after``).
+    Pauses only ever extend the gate's closing time and are capped at ``max_pause`` seconds.
+
+    ``clock`` (monotonic seconds), ``wall`` (epoch seconds, to read the reset timestamps) and
+    ``sleep`` can be replaced in tests; the default sleep is cut short by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_pause: float = 60.0,
+        headroom: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
+        self.max_pause = max_pause
+        self.headroom = headroom
+        self.clock = clock
+        self.wall = wall
+        self._closed = threading.Event()
+        self._sleep: Callable[[float], object] = sleep or self._closed.wait
+        self._lock = threading.Lock()
+        self._until = float("-inf")  # clock() time when the gate opens again
+        self.reason = ""  # why the latest pause began
+        self.pauses = 0  # pauses begun or extended
+        self.waited = 0.0  # seconds callers spent held, all threads together
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        """Wake every waiting thread; :meth:`wait` and :meth:`sleep` return at once from now on."""
+        self._closed.set()
+
+    def remaining(self) -> float:
+        """Seconds until the gate opens (0 when open)."""
+        with self._lock:
+            return max(0.0, self._until - self.clock())
+
+    def hold(self, seconds: float, reason: str) -> float:
+        """Hold every new request for ``seconds`` (capped) from now; returns the pause set."""
+        seconds = min(max(0.0, seconds), self.max_pause)
+        if seconds <= 0:
+            return 0.0
+        with self._lock:
+            until = self.clock() + seconds
+            if until > self._until:
+                self._until = until
+                self.reason = reason
+                self.pauses += 1
+        return seconds
+
+    def observe(self, headers: Mapping[str, str]) -> float:
+        """Read a reply's rate-limit headers; returns the pause they started (0 if none)."""
+        longest = 0.0
+        for kind in RATE_LIMIT_KINDS:
+            prefix = f"anthropic-ratelimit-{kind}-"
+            remaining = _int(headers.get(prefix + "remaining"))
+            if remaining is None:
+                continue
+            limit = _int(headers.get(prefix + "limit"))
+            low = remaining <= 0 or (limit is not None and remaining < self.headroom * limit)
+            reset = parse_rfc3339(headers.get(prefix + "reset", ""))
+            if not low or reset is None:
+                continue
+            reason = f"{kind} rate limit: {remaining} of {limit if limit is not None else '?'} left"
+            longest = max(longest, self.hold(reset - self.wall(), reason))
+        return longest
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` (a backoff); cut short by :meth:`close`."""
+        if seconds > 0 and not self.closed:
+            self._sleep(seconds)
+
+    def wait(self) -> float:
+        """Block until the gate is open (or closed for good); returns the seconds waited."""
+        start = self.clock()
+        while not self.closed:
+            left = self.remaining()
+            if left <= 0:
+                break
+            self._sleep(min(left, self.max_pause))
+        waited = max(0.0, self.clock() - start)
+        if waited:
+            with self._lock:
+                self.waited += waited
+        return waited
+
+
+# -- deadlines -----------------------------------------------------------------------------
+
+
+class _Ticket:
+    """One request's deadline, and the connections it was seen using."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self._streams: list[Any] = []
+        self._done = False
+        self._expired = False
+
+    @property
+    def expired(self) -> bool:
+        """Whether the watchdog cut the request off at its deadline."""
+        with self._lock:
+            return self._expired
+
+    @property
+    def done(self) -> bool:
+        with self._lock:
+            return self._done
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done = True
+            self._streams = []
+
+    def saw(self, stream: Any) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._streams.append(stream)
+            cut = self._expired
+        if cut:  # the deadline passed while it was connecting
+            _cut(stream)
+
+    def expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._expired = True
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            _cut(stream)
+
+
+def _cut(stream: Any) -> None:
+    """Shut a connection down from another thread: the read waiting on it returns at once.
+
+    ``socket.shutdown`` of the plain socket, even under TLS (``SSLSocket.shutdown`` would
+    change the TLS state under the reading thread)."""
+    sock = stream.get_extra_info("socket") if hasattr(stream, "get_extra_info") else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Deadlines:
+    """A total deadline for each HTTP request, kept by one watchdog thread for all of them.
+
+    The SDK's ``timeout`` bounds each read, so a reply that trickles in a byte at a time
+    never ends. Each attempt takes a :class:`_Ticket` (:meth:`start`) in its own thread; the
+    httpx hooks of :meth:`hooks` tell the ticket of that thread which connection the request
+    uses (when it connects, and when the reply's headers arrive), and at the deadline the
+    watchdog shuts that connection down, so the request fails there and then. (A connection
+    reused from the pool is known from the reply's headers on: until they have arrived, a
+    server that sends its headers a byte at a time on such a connection is bounded per read.)
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Ticket]] = []
+        self._order = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def start(self, seconds: float) -> _Ticket:
+        ticket = _Ticket(time.monotonic() + seconds)
+        self._local.ticket = ticket
+        with self._cond:
+            self._order += 1
+            heapq.heappush(self._heap, (ticket.deadline, self._order, ticket))
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._watch, name="vaultd-deadlines",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return ticket
+
+    def saw(self, stream: Any) -> None:
+        """The request of this thread uses ``stream`` (called by the httpx hooks)."""
+        ticket = getattr(self._local, "ticket", None)
+        if isinstance(ticket, _Ticket) and stream is not None:
+            ticket.saw(stream)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._closed:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, _, ticket = self._heap[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+                ticket.expire()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace: the connection a request has just opened."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            self.saw(info.get("return_value"))
+
+
+# -- the model -----------------------------------------------------------------------------
+
+
+def _retryable(status: int, headers: Mapping[str, str]) -> bool:
+    """Whether a reply with ``status`` is worth sending again (never a refused key)."""
+    if status == 401:
+        return False
+    should = headers.get("x-should-retry")
+    if should in ("true", "false"):  # the API's own word wins, as in the SDK
+        return should == "true"
+    return status in (408, 409, 429) or status >= 500
+
+
+def _message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return one_line(error["message"], 300)
+    return one_line(str(exc.message), 300)
+
+
+def _error_type(exc: anthropic.APIStatusError) -> str | None:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("type"), str):
+            return str(error["type"])
+    return None
+
+
+def _connection_cause(exc: BaseException) -> str:
+    """What went wrong under an APIConnectionError: ``connection refused``, ..."""
+    seen: set[int] = set()
+    deepest: BaseException = exc
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        deepest = current
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        current = current.__cause__ or current.__context__
+    if isinstance(deepest, OSError) and deepest.strerror:
+        text = deepest.strerror
+    else:
+        text = str(deepest) or type(deepest).__name__
+    text = one_line(text, 200).rstrip(".")
+    return text[:1].lower() + text[1:]
+
+
+def _redirected_to(exc: BaseException, base_url: str) -> str | None:
+    """The URL a failed connection was for, when a redirect took it away from ``base_url``.
+
+    The SDK's error names the request it made; httpx's error under it, the request that
+    failed (the last of the redirects it followed)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc.__cause__ or exc.__context__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        try:
+            url = str(current.request.url)  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # httpx raises RuntimeError for "no request"
+            current = current.__cause__ or current.__context__
+            continue
+        origin = base_url.rstrip("/")
+        return None if url == origin or url.startswith(origin + "/") else url
+    return None
+
+
+_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                          errno.EADDRNOTAVAIL})
+
+
+def _cannot_connect(exc: BaseException) -> bool:
+    """Whether a connection error is a failure to connect at all (refused, no route, no such
+    host), which no request gets past, rather than one connection dropped midway."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return True
+        if isinstance(current, OSError) and current.errno in _UNREACHABLE:
+            return True
+        # httpx's ConnectError (the SDK's own httpx, whatever its package is called)
+        if any(cls.__name__ == "ConnectError" for cls in type(current).__mro__):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+MALFORMED = "the model API sent a malformed reply"
+
+
+def _count(usage: object, name: str) -> int:
+    value = getattr(usage, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _read_message(message: object, model: str) -> ModelReply:
+    """The reply in a parsed 200 response; :class:`ValueError` saying why it is not a message.
+
+    The SDK parses leniently (a body of the wrong shape still "parses"), so every field
+    vaultd uses is checked here, at the edge, rather than trusted further in."""
+    content = getattr(message, "content", None)
+    if not isinstance(content, list):
+        raise ValueError("not a message (no content list)")
+    texts: list[str] = []
+    for block in content:
+        if getattr(block, "type", None) != "text":
+            continue
+        text = getattr(block, "text", None)
+        if not isinstance(text, str):
+            raise ValueError("a text block without text")
+        texts.append(text)
+    usage = getattr(message, "usage", None)
+    stop = getattr(message, "stop_reason", None)
+    named = getattr(message, "model", None)
+    return ModelReply(
+        text="".join(texts),
+        input_tokens=_count(usage, "input_tokens"),
+        output_tokens=_count(usage, "output_tokens"),
+        stop_reason=stop if isinstance(stop, str) else None,
+        cache_read_tokens=_count(usage, "cache_read_input_tokens"),
+        cache_write_tokens=_count(usage, "cache_creation_input_tokens"),
+        model=named if isinstance(named, str) and named else model,
+    )
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" if n == 1 else f"{n} attempts"
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One attempt that did not give a reply: what to tell the user, and what to do next."""
+
+    message: str
+    retryable: bool = False
+    pause: float | None = None  # the pause the API asked for (retry-after), if it did
+    outage: bool = False  # no request can get through (a refused key, no connection)
+
+
+class AnthropicModel:
+    """The Messages API through the official SDK; one client, shared by every thread.
+
+    A retryable failure is tried again up to ``max_retries`` times. The wait before retry
+    ``n`` (from 0) is random in ``[0, min(backoff_cap, backoff_base * 2**n)]``, unless the API
+    names one in ``retry-after-ms`` / ``retry-after`` (capped at ``max_pause``, and waited out
+    by every thread). ``timeout`` is seconds per HTTP attempt. ``gate`` paces all threads by
+    the rate-limit headers (``headroom``: the fraction of a limit kept in reserve).
+    ``attempts`` counts the HTTP requests made, ``retries`` those that were retries.
+    An outage (a refused key; no connection, after every retry) fails every call at once for
+    ``outage_backoff`` seconds, doubled at each outage in a row up to ``outage_cap``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_retries: int = 6,
+        timeout: float = 120.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        max_pause: float = 60.0,
+        headroom: float = 0.05,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        outage_backoff: float = 60.0,
+        outage_cap: float = 900.0,
+    ) -> None:
+        self.max_retries = max(0, max_retries)
+        self.timeout = timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.attempts = 0
+        self.retries = 0
+        self.gate = RateGate(max_pause=max_pause, headroom=headroom)
+        extra: dict[str, Any] = {}
+        if base_url is not None:
+            extra["base_url"] = base_url
+        if api_key is not None:
+            extra["api_key"] = api_key
+        self._client_args: dict[str, Any] = {"max_retries": 0, "timeout": timeout, **extra}
+        self._client_made: anthropic.Anthropic | None = None
+        self._deadlines = _Deadlines()
+        # never in a message, whatever an error or a misbehaving server quotes back
+        self._secrets = _secrets(api_key, os.environ.get("ANTHROPIC_API_KEY"),
+                                 os.environ.get("ANTHROPIC_AUTH_TOKEN"))
+        self._random = random.Random()
+        self._lock = threading.Lock()  # the counters
+        self._auth = threading.Condition()
+        self.outage_backoff = outage_backoff
+        self.outage_cap = max(outage_cap, outage_backoff)
+        self._outage: str | None = None  # why no request can get through, while it lasts
+        self._outage_until = 0.0  # monotonic time when one request may try again
+        self._outage_pause = outage_backoff  # the next outage's length
+        self._auth_ok = False  # the API has accepted the key (since the last outage)
+        self._probing = False  # a request is finding out whether it does
+
+    @property
+    def base_url(self) -> str:
+        return str(self._client.base_url).rstrip("/")
+
+    def warm_up(self) -> None:
+        """Make the client (importing the SDK) in the background, while other work goes on."""
+        threading.Thread(target=lambda: self._client, name="vaultd-sdk-import",
+                         daemon=True).start()
+
+    @property
+    def _client(self) -> anthropic.Anthropic:
+        """The SDK client, made (and the SDK imported: about a second) on first use, so a
+        run that the response cache answers whole never pays for it."""
+        with self._lock:
+            if self._client_made is None:
+                import anthropic
+
+                http = anthropic.DefaultHttpxClient(event_hooks={
+                    "request": [self._on_request], "response": [self._on_response]})
+                self._client_made = anthropic.Anthropic(**self._client_args, http_client=http)
+                self._secrets = _secrets(*self._secrets, self._client_made.api_key,
+                                         self._client_made.auth_token)
+            return self._client_made
+
+    def _on_request(self, request: Any) -> None:
+        """httpx's hook before each request (and each redirect): trace its connection."""
+        request.extensions["trace"] = self._deadlines.trace
+
+    def _on_response(self, response: Any) -> None:
+        """httpx's hook when a reply's headers have arrived, before its body is read."""
+        self._deadlines.saw(response.extensions.get("network_stream"))
+        if 200 <= response.status_code < 300:  # the key is good: the others need not wait
+            with self._auth:                  # for this reply's body
+                if not self._auth_ok:
+                    self._auth_ok = True
+                    self._outage_pause = self.outage_backoff
+                    self._auth.notify_all()
+
+    def close(self) -> None:
+        """Close the client; calls waiting on a pause or on the key fail at once."""
+        self._deadlines.close()
+        self.gate.close()
+        with self._auth:
+            self._auth.notify_all()
+        client = self._client_made  # not under the lock: an import in progress is not waited for
+        if client is not None:
+            client.close()
+
+    def complete(self, request: ModelRequest) -> ModelReply:
+        return self.send(request_params(request))
+
+    def send(self, params: dict[str, Any]) -> ModelReply:
+        """One Messages API call with ``params``: the only place vaultd reaches the network."""
+        retry = 0
+        while True:
+            outcome = self._attempt(params, retry)
+            if isinstance(outcome, ModelReply):
+                return outcome
+            if self.gate.closed:
+                raise ModelError(CLOSED)
+            if not outcome.retryable:
+                error = ModelUnavailable if outcome.outage else ModelError
+                raise error(redact(outcome.message, self._secrets))
+            if retry >= self.max_retries:
+                attempts = retry + 1
+                suffix = f" — gave up after {_attempts(attempts)}" if attempts > 1 else ""
+                message = redact(outcome.message + suffix, self._secrets)
+                if outcome.outage:
+                    self._begin_outage(message)
+                    raise ModelUnavailable(message)
+                raise ModelError(message)
+            if outcome.pause is None:  # else the gate holds every thread for that pause
+                self.gate.sleep(self._backoff(retry))
+            retry += 1
+            with self._lock:
+                self.retries += 1
+
+    def _backoff(self, retry: int) -> float:
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** min(retry, 60))
+        return self._random.uniform(0.0, ceiling)
+
+    # -- the key, and outages ---------------------------------------------------------
+
+    def unavailable(self) -> str | None:
+        """Why no request can be made now (an outage in force), or None."""
+        with self._auth:
+            if self._outage and time.monotonic() < self._outage_until:
+                return self._outage
+            return None
+
+    def answering(self) -> bool:
+        with self._auth:
+            return self._auth_ok
+
+    def _begin_outage(self, message: str) -> None:
+        """No request gets through: fail every call at once until the back-off has passed."""
+        with self._auth:
+            if self._outage is None:  # one outage, however many calls met it at once
+                self._outage = message
+                self._outage_until = time.monotonic() + self._outage_pause
+                self._outage_pause = min(self.outage_cap, self._outage_pause * 2)
+            self._auth_ok = False
+            self._auth.notify_all()
+
+    def _admit(self) -> bool:
+        """Wait until this call may send; True when it is the one finding out about the key."""
+        with self._auth:
+            while True:
+                if self._outage:  # a bad key fails once, not once per measure
+                    if time.monotonic() < self._outage_until:
+                        raise ModelUnavailable(self._outage)
+                    self._outage = None  # the back-off is over: one request finds out
+                    self._auth_ok = False
+                if self.gate.closed:
+                    raise ModelError(CLOSED)
+                if self._auth_ok:
+                    return False
+                if not self._probing:
+                    self._probing = True
+                    return True
+                self._auth.wait()
+
+    def _settle(self, probe: bool, *, accepted: bool, refused: str | None) -> None:
+        """Record what an attempt taught about the key, and let the next caller in."""
+        if not (probe or accepted or refused):
+            return
+        if refused:
+            self._begin_outage(refused)
+        with self._auth:
+            if accepted:
+                self._auth_ok = True
+                self._outage_pause = self.outage_backoff
+            if probe:
+                self._probing = False
+            self._auth.notify_all()
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    def _attempt(self, params: dict[str, Any], retry: int) -> ModelReply | _Failure:
+        """One HTTP request, once the key and the gate allow it."""
+        import anthropic
+
+        probe = self._admit()
+        accepted = False
+        refused: str | None = None
+        try:
+            self.gate.wait()
+            if self.gate.closed:
+                return _Failure(CLOSED)
+            with self._lock:
+                self.attempts += 1
+            call = dict(params)
+            if retry:  # what the SDK would send on its own retries
+                headers = dict(call.get("extra_headers") or {})
+                headers.setdefault("x-stainless-retry-count", str(retry))
+                call["extra_headers"] = headers
+            late = _Failure(f"the model API did not answer within {self.timeout:g} s", True)
+            ticket = self._deadlines.start(self.timeout)  # the whole request, not each read
+            try:
+                raw = self._client.messages.with_raw_response.create(**call)
+                self.gate.observe(raw.headers)
+                accepted = True
+                message = raw.parse()
+            except anthropic.APIStatusError as exc:
+                if exc.status_code == 401:
+                    refused = redact(f"the API key was refused (401): {_message(exc)}",
+                                     self._secrets)
+                    return _Failure(refused, outage=True)
+                # a 4xx other than 401 answers the request itself: the key got through
+                accepted = exc.status_code < 500
+                return self._status_failure(exc)
+            except anthropic.APITimeoutError:
+                return late
+            except anthropic.APIConnectionError as exc:
+                if ticket.expired:  # the watchdog cut the connection at the deadline
+                    return late
+                cause = _connection_cause(exc)
+                where = self.base_url
+                elsewhere = _redirected_to(exc, where)
+                if elsewhere:  # the SDK follows redirects: name the address that failed
+                    cause = f"it redirected to {elsewhere}: {cause}"
+                return _Failure(f"cannot reach the model API at {where}: {cause}", True,
+                                outage=_cannot_connect(exc))
+            except anthropic.AnthropicError as exc:
+                return _Failure(f"model request failed: {one_line(str(exc), 300)}")
+            except ValueError:  # the SDK's json.loads of a 200 reply's body
+                return _Failure(f"{MALFORMED}: the body is not JSON")
+            finally:
+                ticket.finish()
+        finally:
+            self._settle(probe, accepted=accepted, refused=refused)
+        try:
+            reply = _read_message(message, str(params.get("model", "")))
+        except ValueError as exc:
+            return _Failure(f"{MALFORMED}: {exc}")
+        # a server (or proxy) that echoes the request's headers must not put the key into a
+        # note, its properties or the response cache
+        return dataclasses.replace(reply, text=redact(reply.text, self._secrets),
+                                   model=redact(reply.model, self._secrets))
+
+    def _status_failure(self, exc: anthropic.APIStatusError) -> _Failure:
+        headers = exc.response.headers
+        self.gate.observe(headers)
+        status = exc.status_code
+        if not _retryable(status, headers):
+            return _Failure(f"model API error {status}: {_message(exc)}")
+        pause = retry_after(headers, self.gate.wall())
+        if pause is not None:
+            self.gate.hold(pause, f"the API asked for a {pause:g} s pause after a {status}")
+        kind = _error_type(exc)
+        named = f"{status} ({kind})" if kind else str(status)
+        return _Failure(f"model API error {named}: {_message(exc)}", True, pause)

@@ -1,0 +1,118 @@
+"""``vaultd status``: what the vault's notes say, and what the running daemon says.
+
+Counts come from vaultd's notes themselves (their ``Status``), so they are right whether or
+not a daemon runs: only notes that hold vaultd's parts count (:func:`vaultd.note.text.not_vaultds`),
+never a task note with ``status: done``. Only a note whose head shows such a Status is read
+whole, as the run does; the daemon's own figures come from ``.vaultd/daemon.json`` when its process
+is alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaultd.edges.vault import display_path, iter_notes, peek
+from vaultd.errors import NoteReadError
+from vaultd.note.text import SHOWN, decode, not_vaultds, parse
+
+# The running daemon writes its figures here (vaultd.runs.daemon); status reads them.
+STATE_FILE = Path(".vaultd") / "daemon.json"
+
+
+@dataclass
+class VaultStatus:
+    counts: Counter[str] = field(default_factory=Counter)
+    errors: list[tuple[float, str, str]] = field(default_factory=list)  # mtime, note, why
+    unreadable: list[str] = field(default_factory=list)
+    daemon: dict[str, Any] | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    costed: int = 0  # notes with token properties
+
+
+def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
+    status = VaultStatus()
+    for path in iter_notes(vault):
+        peeked = peek(path, SHOWN)  # the run's quick look: a short note is read only once
+        if peeked is not None and peeked[0] not in SHOWN:
+            continue
+        note = peeked[1] if peeked else None
+        if note is None:
+            name = display_path(path, vault)
+            try:
+                size = path.stat().st_size
+                if size > max_bytes:  # counted by the Status its head says, not read whole
+                    value = peeked[0] if peeked else ""
+                    if value in SHOWN:
+                        status.counts[value] += 1
+                    if value == "error":
+                        status.errors.append((path.stat().st_mtime, name,
+                                              f"too large ({size} bytes)"))
+                    continue
+                note = parse(decode(path.read_bytes(), name))
+            except (OSError, NoteReadError):
+                status.unreadable.append(name)
+                continue
+        if not_vaultds(note, SHOWN) is not None:
+            continue
+        name = display_path(path, vault)
+        props = note.properties
+        if isinstance(props.get("tokens_in"), int):
+            status.costed += 1
+            status.tokens_in += _number(props.get("tokens_in"))
+            status.tokens_out += _number(props.get("tokens_out"))
+            status.cost += float(_number(props.get("cost_usd"), float))
+        value = (note.status or "").strip().lower()
+        status.counts[value] += 1
+        if value == "error":
+            why = note.properties.get("error")
+            status.errors.append((path.stat().st_mtime, name, str(why or "")))
+    status.errors.sort(reverse=True)
+    status.daemon = _daemon_state(vault)
+    return status
+
+
+def _number(value: object, kind: type = int) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return kind(0)
+    return kind(value)
+
+
+def _daemon_state(vault: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads((vault / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or not state.get("running"):
+        return None
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state
+
+
+def format_status(status: VaultStatus, last: int = 5) -> list[str]:
+    lines = [", ".join(f"{status.counts[s]} {s}" for s in SHOWN)]
+    if status.daemon:
+        d = status.daemon
+        lines.append(f"daemon: running (pid {d.get('pid')}), {d.get('queued', 0)} queued, "
+                     f"{d.get('in_progress', 0)} in progress, {d.get('processed', 0)} "
+                     f"processed since start")
+    else:
+        lines.append("daemon: not running")
+    if status.costed:
+        lines.append(f"model use: {status.tokens_in:,} tokens in, {status.tokens_out:,} out, "
+                     f"~${status.cost:.4f} over {status.costed} notes (last runs)")
+    if status.unreadable:
+        lines.append(f"unreadable: {', '.join(status.unreadable[:last])}")
+    if status.errors:
+        lines.append("last errors:")
+        lines.extend(f"  {name}: {why}" for _, name, why in status.errors[:last])
+    return lines

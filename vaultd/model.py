@@ -680,7 +680,9 @@ class AnthropicModel:
         # never in a message, whatever an error or a misbehaving server quotes back
         self._secrets = _secrets(api_key, os.environ.get("ANTHROPIC_API_KEY"),
                                  os.environ.get("ANTHROPIC_AUTH_TOKEN"))
-        self._calls = threading.local()  # ``tries``: the HTTP attempts of this thread's call
+        # this thread's call: ``tries``, its HTTP attempts; ``admitted``, whether it is to
+        # find out about the key (until its first attempt)
+        self._calls = threading.local()
         self._lock = threading.Lock()  # the counters
         self._auth = threading.Condition()
         self.outage_backoff = outage_backoff
@@ -754,7 +756,15 @@ class AnthropicModel:
         :class:`~vaultd.errors.ModelError` when the client was closed or an outage is in
         force."""
         self._calls.tries = 0
-        return use(self.client)
+        # admitted in the order the calls come, before the SDK is imported: the first call
+        # is the one that finds out whether the key is good (see :meth:`_each_attempt`)
+        self._calls.admitted = self._admit()
+        try:
+            return use(self.client)
+        finally:
+            if self._calls.admitted:  # it made no attempt: let the next caller in
+                self._settle(True, accepted=False, refused=None)
+            self._calls.admitted = False
 
     def send(self, params: dict[str, Any]) -> ModelReply:
         """One Messages API call with ``params``: the only place vaultd asks for a reply."""
@@ -830,7 +840,8 @@ class AnthropicModel:
         """Send one attempt once the key and the gate allow it, and learn from its reply."""
         import anthropic
 
-        probe = self._admit()
+        probe = True if getattr(self._calls, "admitted", False) else self._admit()
+        self._calls.admitted = False
         accepted = False
         refused: str | None = None
         try:

@@ -85,7 +85,8 @@ class Generated:
 def user_property(draw: st.DrawFn) -> list[str]:
     key = draw(st.from_regex(r"[A-Za-z][A-Za-z0-9_ -]{0,10}", fullmatch=True).filter(
         lambda k: k.strip().lower() not in ("status", "evaluated")))
-    value = draw(st.from_regex(r"[A-Za-z0-9 ,.]{0,20}", fullmatch=True))
+    value = draw(st.from_regex(r"[A-Za-z0-9 ,.]{0,20}", fullmatch=True).filter(
+        lambda v: not v.lstrip().startswith(",")))  # `A: ,` is not YAML: not a user's property
     comment = draw(st.sampled_from(["", " # a comment", "  #x"]))
     shape = draw(st.sampled_from(["plain", "quoted-key", "list", "flat-list", "block",
                                   "comment", "blank"]))

@@ -357,6 +357,7 @@ class FakeMessagesAPI:
         self.connections_opened: int = 0
         self._rules: list[tuple[str, Reply | str]] = []
         self._script: deque[Reply | str] = deque()
+        self._batch_script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._closing = threading.Event()
@@ -436,6 +437,19 @@ class FakeMessagesAPI:
         with self._lock:
             self._script.extend(replies)
 
+    def script_batches(self, replies: Iterable[Reply]) -> None:
+        """Answer the next requests to the Message Batches endpoints (create, retrieve,
+        results, ...) with ``replies`` in order, instead of the batch itself: an error
+        status (with its ``headers``), a ``delay`` before answering, or a ``drop``. A reply
+        with a status below 400 (and no drop) lets the request through, after its delay."""
+        with self._lock:
+            self._batch_script.extend(replies)
+
+    def batch_requests(self) -> list[Request]:
+        """The recorded HTTP requests to the Message Batches endpoints."""
+        with self._lock:
+            return [r for r in self.requests if r.path.startswith("/v1/messages/batches")]
+
     def match_rules(self, request: Request) -> Reply | str:
         """The default responder: the first matching rule, else ``self.default``."""
         with self._lock:
@@ -510,6 +524,19 @@ class FakeMessagesAPI:
                 else:
                     send_json(200, {"input_tokens": estimate_tokens(request.text)})
             elif path == "/v1/messages/batches" or path.startswith("/v1/messages/batches/"):
+                with self._lock:
+                    fault = self._batch_script.popleft() if self._batch_script else None
+                if fault is not None:
+                    if fault.delay > 0 and self._closing.wait(fault.delay):
+                        fault = Reply(drop=True)
+                    if fault.drop:
+                        handler.drop()
+                        return
+                    if fault.status >= 400:
+                        send_bytes(fault.status, json.dumps(
+                            _error_body(fault.status, fault.text, request_id)).encode(),
+                            fault.headers)
+                        return
                 self._handle_batches(
                     method, path, parse_qs(split.query), body, send_bytes, send_json, send_error
                 )

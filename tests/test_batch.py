@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import ROOT, run_cli, without_timestamp
 from .daemonproc import wait_for
-from .fakeapi import FakeMessagesAPI, Reply
+from .fakeapi import FakeMessagesAPI, Reply, Request
 from .notes import SEED, SEED_REPLIES, note_with_measures, programmatic_note
 from .test_engine import seed_done
 
@@ -131,3 +131,93 @@ def test_stopped_run_resumes_its_batch_instead_of_paying_twice(
     assert api.message_requests() == []
     assert without_timestamp((vault / "seed.md").read_text(encoding="utf-8")) == seed_done()
     assert json.loads(state.read_text())["batches"] == []
+
+
+# -- one client, one policy for batches and single requests (issue 13) ------------------------
+
+ONE_AI = note_with_measures(["* ---", "  * id: names", "  * type: ai", "  * prompt: BRAND NAMES"])
+
+
+def batch_creations(api: FakeMessagesAPI) -> list[Request]:
+    return [r for r in api.batch_requests() if r.method == "POST" and r.path.endswith("batches")]
+
+
+def test_a_batch_submission_that_429s_waits_the_pause_and_is_retried(
+    vault: Path, api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VAULTD_MODEL_RETRIES", "1")
+    api.rule("BRAND NAMES", '["Poteligeo"]')
+    api.script_batches([Reply(status=429, headers={"retry-after": "0.3"})])
+    note = vault / "n.md"
+    note.write_text(ONE_AI, encoding="utf-8")
+
+    ran = run_cli("run", str(vault), "--once", "--batch", capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert "> Poteligeo\n> ```" in note.read_text(encoding="utf-8")
+    refused, accepted = batch_creations(api)
+    assert accepted.received_at >= refused.received_at + 0.3  # the pause the API asked for
+    assert [r.headers.get("x-stainless-retry-count") for r in (refused, accepted)] == ["0", "1"]
+    assert api.message_requests() == []
+
+
+def test_model_retries_bounds_the_batch_calls_too(
+    vault: Path, api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VAULTD_MODEL_RETRIES", "0")
+    api.script_batches([Reply(status=429, headers={"retry-after": "0"}), Reply(status=200)])
+    note = vault / "n.md"
+    note.write_text(ONE_AI, encoding="utf-8")
+
+    ran = run_cli("run", str(vault), "--once", "--batch", capsys=capsys)
+
+    assert ran.code == 1
+    assert len(batch_creations(api)) == 1  # not retried: model_retries is 0
+    assert ("> Error: could not submit the batch: model API error 429 (rate_limit_error): "
+            "Number of request tokens has exceeded your per-minute rate limit.\n"
+            ) in note.read_text(encoding="utf-8")
+
+
+def test_model_timeout_is_the_batch_calls_deadline_too(
+    vault: Path, api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VAULTD_MODEL_RETRIES", "0")
+    monkeypatch.setenv("VAULTD_MODEL_TIMEOUT", "0.5")
+    api.script_batches([Reply(delay=20)])  # the submission is answered too late
+    note = vault / "n.md"
+    note.write_text(ONE_AI, encoding="utf-8")
+
+    ran = run_cli("run", str(vault), "--once", "--batch", capsys=capsys)
+
+    assert ran.code == 1
+    assert ("> Error: could not submit the batch: the model API did not answer within 0.5 s\n"
+            in note.read_text(encoding="utf-8"))
+    assert api.batches == {}
+
+
+@pytest.mark.parametrize("again", ["--batch", "alone"])
+def test_a_refusal_through_a_batch_is_asked_again_on_the_next_run(
+    vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str], again: str,
+) -> None:
+    api.rule("BRAND NAMES", Reply(text="I would rather not list them.", stop_reason="refusal"))
+    note = vault / "n.md"
+    note.write_text(ONE_AI, encoding="utf-8")
+    assert run_cli("run", str(vault), "--once", "--batch", capsys=capsys).code == 1
+    assert "> Error: the model declined to answer\n" in note.read_text(encoding="utf-8")
+    assert len(api.batches) == 1
+
+    note.write_text(ONE_AI, encoding="utf-8")  # the user sets it to Pending again
+    ran = run_cli("run", str(vault), "--once", *(["--batch"] if again == "--batch" else []),
+                  capsys=capsys)
+
+    assert ran.code == 1
+    assert "> Error: the model declined to answer\n" in note.read_text(encoding="utf-8")
+    if again == "--batch":  # asked again in a second batch, not served from the cache
+        assert len(api.batches) == 2
+        assert api.message_requests() == []
+    else:
+        assert len(api.message_requests()) == 1
+    assert "(0 from cache)" in ran.out.splitlines()[-1]

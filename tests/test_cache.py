@@ -113,6 +113,19 @@ def test_truncated_and_empty_replies_are_not_stored(
     assert model.cache.stats()["entries"] == 0
 
 
+def test_a_refusal_an_older_vaultd_stored_is_asked_again(
+    api: FakeMessagesAPI, model: CachedModel
+) -> None:
+    key = ResponseCache.key_for(request_params(BASE))
+    model.cache.put(key, BASE.model, ModelReply(text="I would rather not.", stop_reason="refusal",
+                                               batch=True))
+    api.rule("2+2", "four")
+    reply = model.complete(BASE)
+    assert (reply.text, reply.from_cache, sent(api)) == ("four", False, 1)
+    assert model.complete(BASE).from_cache  # the answer replaced it
+    assert sent(api) == 1
+
+
 def test_errors_are_not_stored(api: FakeMessagesAPI, model: CachedModel) -> None:
     api.script([Reply(status=500), "recovered"])
     with pytest.raises(ModelError, match="500"):

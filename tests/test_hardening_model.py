@@ -260,7 +260,7 @@ def test_a_refused_key_is_tried_again_after_the_back_off(
 @pytest.mark.timeout(120)
 def test_a_reply_that_trickles_in_ends_at_the_deadline(api: FakeMessagesAPI) -> None:
     api.default = Reply(text="a long answer " * 100, trickle=0.2)  # a byte every 0.2 s
-    model = AnthropicModel(timeout=1.5, max_retries=1, backoff_base=0.01, backoff_cap=0.05)
+    model = AnthropicModel(timeout=1.5, max_retries=1)
     try:
         with pytest.raises(ModelError) as caught:
             model.send(PARAMS)

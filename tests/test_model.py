@@ -25,19 +25,20 @@ from .fakeapi import FakeMessagesAPI, Reply
 REQUEST = ModelRequest(model="claude-test", max_tokens=50, prompt="say something")
 PARAMS = request_params(REQUEST)
 DEADLINE = 30.0  # generous: only there so that a hang fails instead of stalling the suite
+# the API asks for a short pause: the SDK's own backoff (0.5 s, doubling up to 8 s) would make
+# a storm of retries take half a minute
+SOON = {"retry-after-ms": "10"}
 
 MakeModel = Callable[..., AnthropicModel]
 
 
 @pytest.fixture
 def make_model(api: FakeMessagesAPI) -> Iterator[MakeModel]:
-    """AnthropicModel against the loopback API (through the environment), with small
-    backoffs; every model made is closed afterwards."""
+    """AnthropicModel against the loopback API (through the environment); every model made
+    is closed afterwards."""
     made: list[AnthropicModel] = []
 
     def make(**kwargs: Any) -> AnthropicModel:
-        kwargs.setdefault("backoff_base", 0.01)
-        kwargs.setdefault("backoff_cap", 0.05)
         model = AnthropicModel(**kwargs)
         made.append(model)
         return model
@@ -95,13 +96,13 @@ def test_429_with_retry_after_zero_is_retried(api: FakeMessagesAPI, make_model: 
 
 
 def test_a_storm_of_529s_is_ridden_out(api: FakeMessagesAPI, make_model: MakeModel) -> None:
-    api.script([Reply(status=529)] * 4 + ["through"])
+    api.script([Reply(status=529, headers=SOON)] * 4 + ["through"])
     model = make_model(max_retries=4)
     assert model.send(PARAMS).text == "through"
     assert sent(api) == 5
     assert (model.attempts, model.retries) == (5, 4)
     counts = [r.headers.get("x-stainless-retry-count") for r in api.message_requests()]
-    assert counts == ["0", "1", "2", "3", "4"]  # the API is told, as the SDK would tell it
+    assert counts == ["0", "1", "2", "3", "4"]  # the SDK's retries: the API is told
 
 
 def test_a_storm_of_529s_longer_than_the_retries_gives_up(
@@ -118,7 +119,7 @@ def test_a_storm_of_529s_longer_than_the_retries_gives_up(
 
 
 def test_the_default_allows_six_retries(api: FakeMessagesAPI, make_model: MakeModel) -> None:
-    api.script([Reply(status=529)] * 6 + ["through"])
+    api.script([Reply(status=529, headers=SOON)] * 6 + ["through"])
     assert make_model().send(PARAMS).text == "through"
     assert sent(api) == 7
 

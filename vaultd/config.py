@@ -73,7 +73,8 @@ class Settings(BaseModel):
                                "the note (a full disk, a permission); doubled each time, up to "
                                "5 minutes, 8 tries")
     model_retries: int = Field(6, ge=0, le=10, description="retries of a failed model request "
-                               "(429, 529, 5xx, timeouts, dropped connections)")
+                               "(429, 529, 5xx, timeouts, dropped connections), by the SDK's "
+                               "policy; --batch's calls too")
     model_timeout: float = Field(120.0, gt=0, description="seconds a model request may take in "
                                  "all, its reply included")
     cache: bool = Field(True, description="reuse stored replies to identical model requests "

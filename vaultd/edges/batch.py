@@ -13,21 +13,26 @@ on, so a run that is stopped and started again collects them instead of paying t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from vaultd.edges.cache import ResponseCache
-from vaultd.edges.model import redact, request_params
+from vaultd.edges.cache import ResponseCache, worth_storing
+from vaultd.edges.model import MALFORMED, AnthropicModel, request_params
 from vaultd.edges.writer import write_whole
 from vaultd.errors import ModelError, one_line
 from vaultd.evaluate.ask import Deferred, ModelReply, ModelRequest
 
+if TYPE_CHECKING:
+    import anthropic
+
 log = logging.getLogger("vaultd.batch")
+_T = TypeVar("_T")
 
 STATE_FILE = Path(".vaultd") / "batches.json"
 
@@ -78,30 +83,39 @@ class BatchModel:
 
 
 class Batches:
-    """Submits batches, records them, waits for them and files their replies."""
+    """Submits batches, records them, waits for them and files their replies.
 
-    def __init__(self, vault: Path, cache: ResponseCache, model: BatchModel, *,
-                 poll_interval: float = 10.0, timeout: float = 120.0,
+    Every call goes through ``client``, the one :class:`~vaultd.edges.model.AnthropicModel` of the
+    run: the same retries (``model_retries``), deadline (``model_timeout``), rate gate and
+    outage rule as single requests, and the same words for its errors."""
+
+    def __init__(self, vault: Path, cache: ResponseCache, model: BatchModel,
+                 client: AnthropicModel, *, poll_interval: float = 10.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.state_path = vault / STATE_FILE
         self.cache = cache
         self.model = model
+        self.client = client
         self.poll_interval = poll_interval
         self.sleep = sleep
-        import anthropic  # here: the SDK takes a second to import
-
-        self._client = anthropic.Anthropic(max_retries=4, timeout=timeout)
-        self._secrets = tuple(value for value in (self._client.api_key, self._client.auth_token)
-                              if isinstance(value, str) and value)
         self.submitted = 0
         self.resumed = 0
 
-    def close(self) -> None:
-        self._client.close()
+    def _call(self, use: Callable[[anthropic.Anthropic], _T]) -> _T:
+        """One SDK call through the shared client; its errors as a :class:`ModelError`
+        (a batch the API no longer knows stays ``anthropic.NotFoundError``)."""
+        import anthropic  # here: the SDK takes a second to import
+
+        try:
+            return self.client.call(use)
+        except anthropic.NotFoundError:
+            raise
+        except anthropic.AnthropicError as exc:
+            raise self.client.error_for(exc) from exc
 
     def _fail(self, key: str, why: str) -> None:
         """A request's error, as the note will show it: never with the API key in it."""
-        self.model.failed(key, redact(why, self._secrets))
+        self.model.failed(key, self.client.redacted(why))
 
     # -- the record of submitted batches ---------------------------------------------
 
@@ -140,10 +154,10 @@ class Batches:
         wanted = self.model.take_wanted()
         if not wanted:
             return 0
-        requests = [{"custom_id": key, "params": params} for key, params in wanted.items()]
+        requests: Any = [{"custom_id": key, "params": params} for key, params in wanted.items()]
         try:
-            batch = self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
-        except anthropic.AnthropicError as exc:
+            batch = self._call(lambda client: client.messages.batches.create(requests=requests))
+        except (anthropic.AnthropicError, ModelError) as exc:
             why = f"could not submit the batch: {one_line(str(exc), 300)}"
             for key in wanted:
                 self._fail(key, why)
@@ -166,16 +180,17 @@ class Batches:
         models: dict[str, str] = record.get("keys", {})
         try:
             while True:
-                batch = self._client.messages.batches.retrieve(batch_id)
+                batch = self._call(lambda client: client.messages.batches.retrieve(batch_id))
                 if batch.processing_status == "ended":
                     break
                 self.sleep(self.poll_interval)
-            for entry in self._client.messages.batches.results(batch_id):
+            entries = self._call(lambda client: list(client.messages.batches.results(batch_id)))
+            for entry in entries:
                 self._file(entry, models)
         except anthropic.NotFoundError:
             log.warning("batch %s is no longer known to the API; its requests will be asked "
                         "again", batch_id)
-        except anthropic.AnthropicError as exc:
+        except (anthropic.AnthropicError, ModelError) as exc:
             why = f"the batch failed: {one_line(str(exc), 300)}"
             for key in models:
                 self._fail(key, why)
@@ -184,22 +199,14 @@ class Batches:
         key = entry.custom_id
         result = entry.result
         if result.type == "succeeded":
-            message = result.message
-            usage = message.usage
-            text = redact("".join(b.text for b in message.content if b.type == "text"),
-                          self._secrets)
-            reply = ModelReply(
-                text=text,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                stop_reason=message.stop_reason,
-                cache_read_tokens=usage.cache_read_input_tokens or 0,
-                cache_write_tokens=usage.cache_creation_input_tokens or 0,
-                model=redact(message.model or models.get(key, ""), self._secrets),
-                batch=True,
-            )
-            if reply.stop_reason != "max_tokens" and reply.text.strip():
-                self.cache.put(key, reply.model, reply)
+            try:  # read as a single reply is read: the same checks, the key redacted
+                reply = dataclasses.replace(
+                    self.client.reply_of(result.message, models.get(key, "")), batch=True)
+            except ValueError as exc:
+                self._fail(key, f"{MALFORMED}: {exc}")
+                return
+            if worth_storing(reply):  # the one rule: no refusal, no cut-off reply, no blank
+                self.cache.put(key, models.get(key, reply.model), reply)
             self.model.answered(key, reply)
         elif result.type == "errored":
             error = getattr(result, "error", None)

@@ -66,6 +66,13 @@ def _while_locked(statement: Callable[[], object]) -> None:
             time.sleep(0.01)
 
 
+def worth_storing(reply: ModelReply) -> bool:
+    """The one rule for what the cache keeps and serves, whichever way the reply came (alone
+    or in a batch): a reply that is complete and says something. A truncated one would be
+    reused forever, and so would a refusal or a blank one."""
+    return reply.stop_reason not in ("max_tokens", "refusal") and bool(reply.text.strip())
+
+
 class _Unusable(Exception):
     """The file at the cache's path is not a cache vaultd can use: move it aside."""
 
@@ -74,7 +81,8 @@ class ResponseCache:
     """Successful model replies in SQLite, keyed by :meth:`key_for` of the request parameters.
 
     Never raises after construction: errors at :meth:`get` / :meth:`put` are logged (once) and
-    become a miss / a no-op. Storing only replies worth reusing is the caller's decision.
+    become a miss / a no-op. Callers store only what :func:`worth_storing` keeps; a stored
+    reply it would not keep (put there by an older vaultd) is a miss.
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -181,6 +189,8 @@ class ResponseCache:
             except (TypeError, ValueError, AttributeError) as exc:
                 self._failed("reading a stored reply", exc)
                 return None
+            if not worth_storing(reply):
+                return None
             try:
                 self._conn.execute("UPDATE responses SET hits = hits + 1 WHERE key = ?", (key,))
             except sqlite3.Error as exc:  # the reply is good; only the count is lost
@@ -243,12 +253,6 @@ class _Flight:
         self.done = threading.Event()
         self.reply: ModelReply | None = None
         self.error: BaseException | None = None
-
-
-def worth_storing(reply: ModelReply) -> bool:
-    """A reply that is complete and says something (a truncated one would be reused forever,
-    and so would a refusal)."""
-    return reply.stop_reason not in ("max_tokens", "refusal") and bool(reply.text.strip())
 
 
 class CachedModel:

@@ -1,15 +1,17 @@
 """The model: every request to the Messages API goes through :meth:`AnthropicModel.send`.
 
 The official ``anthropic`` SDK does the talking (it honours ``ANTHROPIC_API_KEY`` and
-``ANTHROPIC_BASE_URL`` as it always does); its errors are translated here, at the edge,
-into :class:`~vaultd.errors.ModelError` with one line a person can act on.
+``ANTHROPIC_BASE_URL`` as it always does) and the retrying; its errors are translated here,
+at the edge, into :class:`~vaultd.errors.ModelError` with one line a person can act on.
+One client, with one policy, serves the single requests and the Message Batches alike.
 
-vaultd retries by itself rather than through the SDK (whose client is built with
-``max_retries=0``), so that one policy covers every thread:
+The SDK retries by its own policy (``max_retries``, from ``model_retries``): 408, 409, 429,
+5xx (529 included), timeouts and dropped or refused connections, after exactly the pause the
+API asks for (``retry-after-ms`` / ``retry-after``) or else an exponential backoff with
+jitter; the API's ``x-should-retry`` wins; other 4xx fail at once. vaultd adds, in the
+client's middleware (run by the SDK once per HTTP attempt), only what the SDK cannot do
+across threads:
 
-* 408, 409, 429, 5xx (529 included), timeouts and dropped or refused connections are retried
-  with exponential backoff and full jitter, or after exactly the pause the API asks for
-  (``retry-after-ms`` / ``retry-after``); other 4xx fail at once;
 * a :class:`RateGate` shared by all threads reads the ``anthropic-ratelimit-*`` headers of every
   reply and holds new requests while a limit is (nearly) used up, until it resets; a pause the
   API asks for in a ``retry-after`` is waited out by every thread, not only the one refused;
@@ -17,7 +19,10 @@ vaultd retries by itself rather than through the SDK (whose client is built with
   outage: later calls fail at once with :class:`~vaultd.errors.ModelUnavailable` until a
   back-off has passed (``outage_backoff`` seconds, doubling up to ``outage_cap``), then one
   request finds out whether it is over; until the API has accepted the key once, only one
-  request is in flight, so a bad key costs exactly one request per back-off.
+  request is in flight, so a bad key costs exactly one request per back-off;
+* a deadline for each whole HTTP attempt (``model_timeout``), kept by a watchdog.
+
+(The limit on model requests in flight is :class:`~vaultd.evaluate.runner.ModelSlots`.)
 """
 
 from __future__ import annotations
@@ -28,20 +33,20 @@ import email.utils
 import errno
 import heapq
 import os
-import random
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vaultd.errors import ModelError, ModelUnavailable, did_you_mean, one_line
 from vaultd.evaluate.ask import ModelReply, ModelRequest
 
 if TYPE_CHECKING:
     import anthropic
+
+_T = TypeVar("_T")
 
 NO_KEY = "no API key (set ANTHROPIC_API_KEY)"
 CLOSED = "the model client was closed"
@@ -264,7 +269,7 @@ class RateGate:
         return self._closed.is_set()
 
     def close(self) -> None:
-        """Wake every waiting thread; :meth:`wait` and :meth:`sleep` return at once from now on."""
+        """Wake every waiting thread; :meth:`wait` returns at once from now on."""
         self._closed.set()
 
     def remaining(self) -> float:
@@ -301,11 +306,6 @@ class RateGate:
             reason = f"{kind} rate limit: {remaining} of {limit if limit is not None else '?'} left"
             longest = max(longest, self.hold(reset - self.wall(), reason))
         return longest
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds`` (a backoff); cut short by :meth:`close`."""
-        if seconds > 0 and not self.closed:
-            self._sleep(seconds)
 
     def wait(self) -> float:
         """Block until the gate is open (or closed for good); returns the seconds waited."""
@@ -450,16 +450,6 @@ class _Deadlines:
 # -- the model -----------------------------------------------------------------------------
 
 
-def _retryable(status: int, headers: Mapping[str, str]) -> bool:
-    """Whether a reply with ``status`` is worth sending again (never a refused key)."""
-    if status == 401:
-        return False
-    should = headers.get("x-should-retry")
-    if should in ("true", "false"):  # the API's own word wins, as in the SDK
-        return should == "true"
-    return status in (408, 409, 429) or status >= 500
-
-
 def _message(exc: anthropic.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
@@ -580,27 +570,36 @@ def _attempts(n: int) -> str:
     return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
-@dataclass(frozen=True)
-class _Failure:
-    """One attempt that did not give a reply: what to tell the user, and what to do next."""
-
-    message: str
-    retryable: bool = False
-    pause: float | None = None  # the pause the API asked for (retry-after), if it did
-    outage: bool = False  # no request can get through (a refused key, no connection)
+def _reply_message(response: anthropic.APIResponse[Any]) -> str:
+    """The error message in an error reply's body (the API's JSON), else its text."""
+    try:
+        body = response.http_response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return one_line(error["message"], 300)
+    return one_line(response.http_response.text or response.http_response.reason_phrase, 300)
 
 
 class AnthropicModel:
-    """The Messages API through the official SDK; one client, shared by every thread.
+    """The Messages API and the Message Batches API through the official SDK: one client,
+    one retry policy, shared by every thread and by ``--batch``.
 
-    A retryable failure is tried again up to ``max_retries`` times. The wait before retry
-    ``n`` (from 0) is random in ``[0, min(backoff_cap, backoff_base * 2**n)]``, unless the API
-    names one in ``retry-after-ms`` / ``retry-after`` (capped at ``max_pause``, and waited out
-    by every thread). ``timeout`` is seconds per HTTP attempt. ``gate`` paces all threads by
-    the rate-limit headers (``headroom``: the fraction of a limit kept in reserve).
-    ``attempts`` counts the HTTP requests made, ``retries`` those that were retries.
-    An outage (a refused key; no connection, after every retry) fails every call at once for
-    ``outage_backoff`` seconds, doubled at each outage in a row up to ``outage_cap``.
+    The SDK retries, by its own policy: 408, 409, 429, 5xx (529 included), timeouts and lost
+    connections, up to ``max_retries`` times, after the pause the API asks for
+    (``retry-after-ms`` / ``retry-after``) or else an exponential backoff with jitter; the
+    API's ``x-should-retry`` wins; other 4xx fail at once. ``timeout`` is seconds per HTTP
+    attempt, for the whole request (a watchdog cuts a reply that trickles in).
+
+    What the SDK cannot do across threads, vaultd does in the client's middleware, once per
+    HTTP attempt: ``gate`` paces every thread by the rate-limit headers of every reply
+    (``headroom``: the fraction of a limit kept in reserve) and holds them all for a pause
+    the API asked one of them for (capped at ``max_pause``); until the API has accepted the
+    key once, one request goes alone; an outage (a refused key; no connection, after every
+    retry) fails every call at once for ``outage_backoff`` seconds, doubled at each outage in
+    a row up to ``outage_cap``. ``attempts`` counts the HTTP requests made, ``retries``
+    those that were retries.
     """
 
     def __init__(
@@ -608,8 +607,6 @@ class AnthropicModel:
         *,
         max_retries: int = 6,
         timeout: float = 120.0,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
         max_pause: float = 60.0,
         headroom: float = 0.05,
         base_url: str | None = None,
@@ -619,8 +616,6 @@ class AnthropicModel:
     ) -> None:
         self.max_retries = max(0, max_retries)
         self.timeout = timeout
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
         self.attempts = 0
         self.retries = 0
         self.gate = RateGate(max_pause=max_pause, headroom=headroom)
@@ -629,13 +624,16 @@ class AnthropicModel:
             extra["base_url"] = base_url
         if api_key is not None:
             extra["api_key"] = api_key
-        self._client_args: dict[str, Any] = {"max_retries": 0, "timeout": timeout, **extra}
+        self._client_args: dict[str, Any] = {"max_retries": self.max_retries,
+                                             "timeout": timeout, **extra}
         self._client_made: anthropic.Anthropic | None = None
         self._deadlines = _Deadlines()
         # never in a message, whatever an error or a misbehaving server quotes back
         self._secrets = _secrets(api_key, os.environ.get("ANTHROPIC_API_KEY"),
                                  os.environ.get("ANTHROPIC_AUTH_TOKEN"))
-        self._random = random.Random()
+        # this thread's call: ``tries``, its HTTP attempts; ``admitted``, whether it is to
+        # find out about the key (until its first attempt)
+        self._calls = threading.local()
         self._lock = threading.Lock()  # the counters
         self._auth = threading.Condition()
         self.outage_backoff = outage_backoff
@@ -648,15 +646,15 @@ class AnthropicModel:
 
     @property
     def base_url(self) -> str:
-        return str(self._client.base_url).rstrip("/")
+        return str(self.client.base_url).rstrip("/")
 
     def warm_up(self) -> None:
         """Make the client (importing the SDK) in the background, while other work goes on."""
-        threading.Thread(target=lambda: self._client, name="vaultd-sdk-import",
+        threading.Thread(target=lambda: self.client, name="vaultd-sdk-import",
                          daemon=True).start()
 
     @property
-    def _client(self) -> anthropic.Anthropic:
+    def client(self) -> anthropic.Anthropic:
         """The SDK client, made (and the SDK imported: about a second) on first use, so a
         run that the response cache answers whole never pays for it."""
         with self._lock:
@@ -665,10 +663,15 @@ class AnthropicModel:
 
                 http = anthropic.DefaultHttpxClient(event_hooks={
                     "request": [self._on_request], "response": [self._on_response]})
-                self._client_made = anthropic.Anthropic(**self._client_args, http_client=http)
+                self._client_made = anthropic.Anthropic(
+                    **self._client_args, http_client=http, middleware=[self._each_attempt])
                 self._secrets = _secrets(*self._secrets, self._client_made.api_key,
                                          self._client_made.auth_token)
             return self._client_made
+
+    def redacted(self, text: str) -> str:
+        """``text`` without the API key in it (see :func:`redact`)."""
+        return redact(text, self._secrets)
 
     def _on_request(self, request: Any) -> None:
         """httpx's hook before each request (and each redirect): trace its connection."""
@@ -697,35 +700,132 @@ class AnthropicModel:
     def complete(self, request: ModelRequest) -> ModelReply:
         return self.send(request_params(request))
 
+    def call(self, use: Callable[[anthropic.Anthropic], _T]) -> _T:
+        """``use(client)``: one call of the SDK (its attempts and retries are the SDK's).
+
+        Raises what the SDK raises (turn it into a message with :meth:`error_for`), or a
+        :class:`~vaultd.errors.ModelError` when the client was closed or an outage is in
+        force."""
+        self._calls.tries = 0
+        # admitted in the order the calls come, before the SDK is imported: the first call
+        # is the one that finds out whether the key is good (see :meth:`_each_attempt`)
+        self._calls.admitted = self._admit()
+        try:
+            return use(self.client)
+        finally:
+            if self._calls.admitted:  # it made no attempt: let the next caller in
+                self._settle(True, accepted=False, refused=None)
+            self._calls.admitted = False
+
     def send(self, params: dict[str, Any]) -> ModelReply:
-        """One Messages API call with ``params``: the only place vaultd reaches the network."""
-        retry = 0
-        while True:
-            outcome = self._attempt(params, retry)
-            if isinstance(outcome, ModelReply):
-                return outcome
+        """One Messages API call with ``params``: the only place vaultd asks for a reply."""
+        import anthropic
+
+        try:
+            message: object = self.call(lambda client: client.messages.create(**params))
+        except anthropic.AnthropicError as exc:
+            raise self.error_for(exc) from exc
+        except ValueError as exc:  # the SDK's json.loads of a 200 reply's body
+            raise ModelError(f"{MALFORMED}: the body is not JSON") from exc
+        try:
+            return self.reply_of(message, str(params.get("model", "")))
+        except ValueError as exc:
+            raise ModelError(f"{MALFORMED}: {exc}") from None
+
+    def reply_of(self, message: object, model: str) -> ModelReply:
+        """The reply in a message the API sent (alone or in a batch); :class:`ValueError`
+        saying why it is not a message.
+
+        A server (or proxy) that echoes the request's headers must not put the key into a
+        note, its properties or the response cache."""
+        reply = _read_message(message, model)
+        return dataclasses.replace(reply, text=self.redacted(reply.text),
+                                   model=self.redacted(reply.model))
+
+    def error_for(self, exc: anthropic.AnthropicError) -> ModelError:
+        """What an error of the SDK's (after its retries) means, in one line a person can
+        act on; a :class:`~vaultd.errors.ModelUnavailable` for an outage (a refused key,
+        an API that cannot be connected to), which then fails later calls at once."""
+        import anthropic
+
+        tries = getattr(self._calls, "tries", 0)
+        gave_up = f" — gave up after {_attempts(tries)}" if tries > 1 else ""
+        if isinstance(exc, anthropic.APIStatusError):
+            status = exc.status_code
+            if status == 401:  # the outage began in the middleware
+                return ModelUnavailable(
+                    self.redacted(f"the API key was refused (401): {_message(exc)}"))
+            if not self._retried(exc):
+                return ModelError(self.redacted(f"model API error {status}: {_message(exc)}"))
+            kind = _error_type(exc)
+            named = f"{status} ({kind})" if kind else str(status)
+            return ModelError(self.redacted(f"model API error {named}: {_message(exc)}{gave_up}"))
+        if isinstance(exc, anthropic.APITimeoutError):
+            return ModelError(f"the model API did not answer within {self.timeout:g} s{gave_up}")
+        if isinstance(exc, anthropic.APIConnectionError):
+            cause = _connection_cause(exc)
+            where = self.base_url
+            elsewhere = _redirected_to(exc, where)
+            if elsewhere:  # the SDK follows redirects: name the address that failed
+                cause = f"it redirected to {elsewhere}: {cause}"
+            message = self.redacted(f"cannot reach the model API at {where}: {cause}{gave_up}")
+            if _cannot_connect(exc):
+                self._begin_outage(message)
+                return ModelUnavailable(message)
+            return ModelError(message)
+        return ModelError(self.redacted(f"model request failed: {one_line(str(exc), 300)}"))
+
+    def _retried(self, exc: anthropic.APIStatusError) -> bool:
+        """Whether the SDK's policy retries a reply like this one (it was retried, unless
+        ``max_retries`` is 0 or used up)."""
+        should = getattr(self.client, "_should_retry", None)
+        return bool(should(exc.response)) if callable(should) else False
+
+    # -- the middleware: once per HTTP attempt, inside the SDK's retry loop ---------------
+
+    def _each_attempt(
+        self,
+        request: anthropic.APIRequest,
+        call_next: Callable[[anthropic.APIRequest], anthropic.APIResponse[Any]],
+    ) -> anthropic.APIResponse[Any]:
+        """Send one attempt once the key and the gate allow it, and learn from its reply."""
+        import anthropic
+
+        probe = True if getattr(self._calls, "admitted", False) else self._admit()
+        self._calls.admitted = False
+        accepted = False
+        refused: str | None = None
+        try:
+            self.gate.wait()
             if self.gate.closed:
                 raise ModelError(CLOSED)
-            if not outcome.retryable:
-                error = ModelUnavailable if outcome.outage else ModelError
-                raise error(redact(outcome.message, self._secrets))
-            if retry >= self.max_retries:
-                attempts = retry + 1
-                suffix = f" — gave up after {_attempts(attempts)}" if attempts > 1 else ""
-                message = redact(outcome.message + suffix, self._secrets)
-                if outcome.outage:
-                    self._begin_outage(message)
-                    raise ModelUnavailable(message)
-                raise ModelError(message)
-            if outcome.pause is None:  # else the gate holds every thread for that pause
-                self.gate.sleep(self._backoff(retry))
-            retry += 1
+            self._calls.tries = request.retries_taken + 1
             with self._lock:
-                self.retries += 1
-
-    def _backoff(self, retry: int) -> float:
-        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** min(retry, 60))
-        return self._random.uniform(0.0, ceiling)
+                self.attempts += 1
+                self.retries += 1 if request.retries_taken else 0
+            ticket = self._deadlines.start(self.timeout)  # the whole request, not each read
+            try:
+                response = call_next(request)
+            except anthropic.APIConnectionError as exc:
+                if ticket.expired and not isinstance(exc, anthropic.APITimeoutError):
+                    # the watchdog cut the connection at the deadline: a timeout, to the SDK too
+                    raise anthropic.APITimeoutError(request=exc.request) from exc
+                raise
+            finally:
+                ticket.finish()
+            status = response.status_code
+            self.gate.observe(response.headers)
+            if status == 401:
+                refused = self.redacted(
+                    f"the API key was refused (401): {_reply_message(response)}")
+            else:  # a 4xx other than 401 answers the request itself: the key got through
+                accepted = status < 500
+                pause = retry_after(response.headers, self.gate.wall()) if status >= 400 else None
+                if pause:  # the SDK waits it out in this thread; the gate, in every other
+                    self.gate.hold(pause, f"the API asked for a {pause:g} s pause after a {status}")
+            return response
+        finally:
+            self._settle(probe, accepted=accepted, refused=refused)
 
     # -- the key, and outages ---------------------------------------------------------
 
@@ -781,80 +881,3 @@ class AnthropicModel:
             if probe:
                 self._probing = False
             self._auth.notify_all()
-
-    # -- one attempt ---------------------------------------------------------------------
-
-    def _attempt(self, params: dict[str, Any], retry: int) -> ModelReply | _Failure:
-        """One HTTP request, once the key and the gate allow it."""
-        import anthropic
-
-        probe = self._admit()
-        accepted = False
-        refused: str | None = None
-        try:
-            self.gate.wait()
-            if self.gate.closed:
-                return _Failure(CLOSED)
-            with self._lock:
-                self.attempts += 1
-            call = dict(params)
-            if retry:  # what the SDK would send on its own retries
-                headers = dict(call.get("extra_headers") or {})
-                headers.setdefault("x-stainless-retry-count", str(retry))
-                call["extra_headers"] = headers
-            late = _Failure(f"the model API did not answer within {self.timeout:g} s", True)
-            ticket = self._deadlines.start(self.timeout)  # the whole request, not each read
-            try:
-                raw = self._client.messages.with_raw_response.create(**call)
-                self.gate.observe(raw.headers)
-                accepted = True
-                message = raw.parse()
-            except anthropic.APIStatusError as exc:
-                if exc.status_code == 401:
-                    refused = redact(f"the API key was refused (401): {_message(exc)}",
-                                     self._secrets)
-                    return _Failure(refused, outage=True)
-                # a 4xx other than 401 answers the request itself: the key got through
-                accepted = exc.status_code < 500
-                return self._status_failure(exc)
-            except anthropic.APITimeoutError:
-                return late
-            except anthropic.APIConnectionError as exc:
-                if ticket.expired:  # the watchdog cut the connection at the deadline
-                    return late
-                cause = _connection_cause(exc)
-                where = self.base_url
-                elsewhere = _redirected_to(exc, where)
-                if elsewhere:  # the SDK follows redirects: name the address that failed
-                    cause = f"it redirected to {elsewhere}: {cause}"
-                return _Failure(f"cannot reach the model API at {where}: {cause}", True,
-                                outage=_cannot_connect(exc))
-            except anthropic.AnthropicError as exc:
-                return _Failure(f"model request failed: {one_line(str(exc), 300)}")
-            except ValueError:  # the SDK's json.loads of a 200 reply's body
-                return _Failure(f"{MALFORMED}: the body is not JSON")
-            finally:
-                ticket.finish()
-        finally:
-            self._settle(probe, accepted=accepted, refused=refused)
-        try:
-            reply = _read_message(message, str(params.get("model", "")))
-        except ValueError as exc:
-            return _Failure(f"{MALFORMED}: {exc}")
-        # a server (or proxy) that echoes the request's headers must not put the key into a
-        # note, its properties or the response cache
-        return dataclasses.replace(reply, text=redact(reply.text, self._secrets),
-                                   model=redact(reply.model, self._secrets))
-
-    def _status_failure(self, exc: anthropic.APIStatusError) -> _Failure:
-        headers = exc.response.headers
-        self.gate.observe(headers)
-        status = exc.status_code
-        if not _retryable(status, headers):
-            return _Failure(f"model API error {status}: {_message(exc)}")
-        pause = retry_after(headers, self.gate.wall())
-        if pause is not None:
-            self.gate.hold(pause, f"the API asked for a {pause:g} s pause after a {status}")
-        kind = _error_type(exc)
-        named = f"{status} ({kind})" if kind else str(status)
-        return _Failure(f"model API error {named}: {_message(exc)}", True, pause)

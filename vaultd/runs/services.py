@@ -52,8 +52,7 @@ class Services:
         if problem:
             model = NoKeyModel(problem)
         else:
-            client = AnthropicModel(max_retries=self.settings.model_retries,
-                                    timeout=self.settings.model_timeout)
+            client = model_client(self.settings)
             self.clients.append(client)
             model = client
             if self.settings.cache:
@@ -64,6 +63,12 @@ class Services:
         self.engine.effects.model = model
         self.credentials_problem = problem
         return problem
+
+
+def model_client(settings: Settings) -> AnthropicModel:
+    """The one model client of a run, for single requests and batches alike: one retry
+    policy (``model_retries``) and one deadline (``model_timeout``)."""
+    return AnthropicModel(max_retries=settings.model_retries, timeout=settings.model_timeout)
 
 
 CACHE_FILE = Path(".vaultd") / "cache.sqlite3"
@@ -138,12 +143,14 @@ def open_services(
     if problem:
         model = NoKeyModel(problem)
     elif batch:
+        client = model_client(settings)
+        clients.append(client)
         cache = ResponseCache(vault / CACHE_FILE)
         batch_model = BatchModel(cache)
-        batches = Batches(vault, cache, batch_model, poll_interval=settings.batch_poll)
+        batches = Batches(vault, cache, batch_model, client, poll_interval=settings.batch_poll)
         model = batch_model
     else:
-        client = AnthropicModel(max_retries=settings.model_retries, timeout=settings.model_timeout)
+        client = model_client(settings)
         clients.append(client)
         if warm_up:  # the SDK takes a second to import: start now, while notes are read
             client.warm_up()
@@ -179,7 +186,5 @@ def open_services(
         sandbox.close()
         for client in clients:
             client.close()
-        if batches is not None:
-            batches.close()
         if services.cache is not None:
             services.cache.close()

@@ -267,7 +267,9 @@ def test_a_daemon_whose_vault_folder_is_replaced_says_so_and_exits_to_be_restart
 def test_a_daemon_whose_vault_folder_is_deleted_says_so_and_exits(vault: Path) -> None:
     with DaemonProcess(vault, "--settle", "0.1") as proc:
         proc.wait_ready()
-        shutil.rmtree(vault)
+        # the daemon may make and remove its state file's temporary copy meanwhile
+        wait_for(lambda: shutil.rmtree(vault, ignore_errors=True) or not vault.exists(),
+                 what="the vault folder deleted")
         code = proc.proc.wait(60)
         log = proc.log()
     assert code == 1 and f"{vault}: the vault folder was deleted or moved away" in log, log

@@ -518,6 +518,8 @@ class FakeMessagesAPI:
                 send_error(400, "Request body is not valid JSON.")
             elif method == "POST" and path == "/v1/messages":
                 self._handle_message(handler, request, request_id, base_headers)
+            elif self.accepted_keys is not None and request.api_key not in self.accepted_keys:
+                send_error(401, "invalid x-api-key")  # every endpoint checks the key
             elif method == "POST" and path == "/v1/messages/count_tokens":
                 if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
                     send_error(400, "messages: Field required")

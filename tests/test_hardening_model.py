@@ -177,6 +177,33 @@ def test_a_failure_that_is_not_the_note_s_changes_no_byte_of_it(
         assert ran.err.count(why) == 1
 
 
+@pytest.mark.parametrize("fault", ["401", "connection refused"])
+def test_with_batch_too_a_failure_that_is_not_the_note_s_changes_no_byte_of_it(
+    vault: Path, api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], fault: str,
+) -> None:
+    notes = three_notes(vault)
+    if fault == "401":
+        api.accepted_keys = {"the-new-key"}
+        why = "the API key was refused (401): invalid x-api-key"
+    else:
+        url = f"http://127.0.0.1:{free_port()}"
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
+        monkeypatch.setenv("VAULTD_MODEL_RETRIES", "1")
+        why = f"cannot reach the model API at {url}: connection refused"
+    before = {name: identity(path) for name, path in notes.items() if name != "js.md"}
+
+    ran = run_cli("run", str(vault), "--once", "--batch", capsys=capsys)
+
+    assert ran.code == 1
+    for name, was in before.items():  # the seed's results too: not a byte changed
+        assert identity(notes[name]) == was, name
+        assert f"waiting    {name}: {why}" in ran.out
+    assert "Status: Done" in notes["js.md"].read_text(encoding="utf-8")
+    assert ran.out.splitlines()[-1] == "vaultd: 3 notes processed: 1 done, 2 waiting"
+    assert api.batch_requests() == [] and api.message_requests() == []
+
+
 def write_env_file(home: Path, key: str) -> None:
     folder = home / ".config" / "vaultd"
     folder.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from vaultd.edges.cache import ResponseCache, worth_storing
 from vaultd.edges.model import MALFORMED, AnthropicModel, request_params
 from vaultd.edges.writer import write_whole
-from vaultd.errors import ModelError, one_line
+from vaultd.errors import ModelError, ModelUnavailable, one_line
 from vaultd.evaluate.ask import Deferred, ModelReply, ModelRequest
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class BatchModel:
         self._failed: dict[str, str] = {}  # key -> why the batch could not answer it
         self._wanted: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self.outage: str | None = None  # why no request can be made: notes that ask wait
 
     def complete(self, request: ModelRequest) -> ModelReply:
         params = request_params(request)
@@ -63,7 +64,9 @@ class BatchModel:
         raise Deferred
 
     def unavailable(self) -> str | None:
-        return None  # a batch that cannot be submitted fails its requests, as it says
+        # found by :meth:`Batches.probe` before the first pass; a batch that cannot be
+        # submitted later on fails its requests, as it says
+        return self.outage
 
     def answering(self) -> bool:
         return True
@@ -112,6 +115,23 @@ class Batches:
             raise
         except anthropic.AnthropicError as exc:
             raise self.client.error_for(exc) from exc
+
+    def probe(self, model: str) -> str | None:
+        """Before anything is deferred: can a request be made at all (the key accepted, the
+        API reached)? One ``count_tokens`` call, which costs nothing; when the answer is an
+        outage (a refused key, no connection), every note that asks the model waits,
+        untouched, as it would without ``--batch``. Returns why, or None."""
+        import anthropic
+
+        messages: Any = [{"role": "user", "content": "ping"}]
+        try:
+            self._call(lambda client: client.messages.count_tokens(model=model,
+                                                                   messages=messages))
+        except ModelUnavailable as exc:
+            self.model.outage = str(exc)
+        except (anthropic.AnthropicError, ModelError):
+            pass  # not an outage: the batch itself will say what is wrong
+        return self.model.outage
 
     def _fail(self, key: str, why: str) -> None:
         """A request's error, as the note will show it: never with the API key in it."""

@@ -93,7 +93,9 @@ def run_here(vault: Path, settings: config.Settings, todo: list[Path], batch: bo
         if services.credentials_problem and not quiet:
             _say_no_key(services.credentials_problem)
         if services.batches:
-            services.batches.resume()
+            asks = bool(todo) and not services.credentials_problem
+            if not asks or services.batches.probe(settings.model) is None:
+                services.batches.resume()
         slots = services.engine.effects.model_slots
         with ThreadPoolExecutor(settings.note_workers, thread_name_prefix="vaultd-note") as pool:
             while todo:

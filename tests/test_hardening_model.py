@@ -144,23 +144,28 @@ def three_notes(vault: Path) -> dict[str, Path]:
     return notes
 
 
+def break_the_model(fault: str, api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch) -> str:
+    """No key, a revoked key or no API to connect to; what a note waiting for it says."""
+    if fault == "no key":
+        monkeypatch.delenv("ANTHROPIC_API_KEY")
+        return "no API key (set ANTHROPIC_API_KEY)"
+    if fault == "401":
+        api.accepted_keys = {"the-new-key"}  # the one in the environment was revoked
+        return "the API key was refused (401): invalid x-api-key"
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
+    monkeypatch.setenv("VAULTD_MODEL_RETRIES", "1")
+    return f"cannot reach the model API at {url}: connection refused"
+
+
 @pytest.mark.parametrize("fault", ["no key", "401", "connection refused"])
 def test_a_failure_that_is_not_the_note_s_changes_no_byte_of_it(
     vault: Path, api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str], fault: str,
 ) -> None:
     notes = three_notes(vault)
-    if fault == "no key":
-        monkeypatch.delenv("ANTHROPIC_API_KEY")
-        why = "no API key (set ANTHROPIC_API_KEY)"
-    elif fault == "401":
-        api.accepted_keys = {"the-new-key"}  # the one in the environment was revoked
-        why = "the API key was refused (401): invalid x-api-key"
-    else:
-        url = f"http://127.0.0.1:{free_port()}"
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
-        monkeypatch.setenv("VAULTD_MODEL_RETRIES", "1")
-        why = f"cannot reach the model API at {url}: connection refused — gave up after 2 attempts"
+    why = break_the_model(fault, api, monkeypatch) + (
+        " — gave up after 2 attempts" if fault == "connection refused" else "")
     before = {name: identity(path) for name, path in notes.items() if name != "js.md"}
 
     ran = run_cli("run", str(vault), "--once", capsys=capsys)
@@ -183,14 +188,7 @@ def test_with_batch_too_a_failure_that_is_not_the_note_s_changes_no_byte_of_it(
     capsys: pytest.CaptureFixture[str], fault: str,
 ) -> None:
     notes = three_notes(vault)
-    if fault == "401":
-        api.accepted_keys = {"the-new-key"}
-        why = "the API key was refused (401): invalid x-api-key"
-    else:
-        url = f"http://127.0.0.1:{free_port()}"
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
-        monkeypatch.setenv("VAULTD_MODEL_RETRIES", "1")
-        why = f"cannot reach the model API at {url}: connection refused"
+    why = break_the_model(fault, api, monkeypatch)
     before = {name: identity(path) for name, path in notes.items() if name != "js.md"}
 
     ran = run_cli("run", str(vault), "--once", "--batch", capsys=capsys)

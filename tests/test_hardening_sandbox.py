@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -186,27 +184,6 @@ def test_throw_null_is_the_scripts_error() -> None:
     with Sandbox(workers=1) as box:  # and QuickJS's own null, out of memory, is still that
         assert error_of(box, "const a = []; while (true) a.push([a.length]);") == (
             "memory limit exceeded (64 MiB)")
-
-
-def test_a_crash_is_said_in_words() -> None:
-    with Sandbox(workers=1) as box:
-        box.run("return 1;", None, {})
-        (pid,) = box.worker_pids
-        errors: list[str] = []
-
-        def hang() -> None:
-            try:
-                box.run("while (true) {}", None, {}, limits=SandboxLimits(time_limit=60))
-            except SandboxError as exc:
-                errors.append(str(exc))
-
-        thread = threading.Thread(target=hang)
-        thread.start()
-        time.sleep(0.5)
-        os.kill(pid, signal.SIGSEGV)
-        thread.join(30)
-        assert errors == [CRASHED]
-        assert box.run("return 2;", None, {}) == 2
 
 
 def _self_test() -> dict[str, object]:

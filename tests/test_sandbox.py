@@ -237,7 +237,11 @@ def test_many_threads_get_their_own_answers() -> None:
         assert len(box.worker_pids) <= 3
 
 
-def test_worker_killed_from_outside() -> None:
+@pytest.mark.parametrize(("signum", "says"), [
+    (signal.SIGKILL, "the JavaScript worker was killed"),
+    (signal.SIGSEGV, "the JavaScript worker crashed (out of memory?)"),  # said in words
+])
+def test_worker_killed_from_outside(signum: int, says: str) -> None:
     with Sandbox(workers=1) as box:
         assert box.run("return 1;", None, {}) == 1
         (pid,) = box.worker_pids
@@ -252,10 +256,10 @@ def test_worker_killed_from_outside() -> None:
         thread = threading.Thread(target=hang)
         thread.start()
         time.sleep(0.5)
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signum)
         thread.join(30)
         assert not thread.is_alive()
-        assert errors == ["the JavaScript worker was killed"]
+        assert errors == [says]
         assert box.run(INDEX, ["Poteligeo"], {"target": "Poteligeo"}) == 1
         assert box.worker_pids != (pid,)
         assert gone(pid)

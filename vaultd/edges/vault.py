@@ -18,9 +18,11 @@ import os
 import stat
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from vaultd.note.text import RUNNABLE, Note, not_vaultds, parse, parse_head, split_lines
+from vaultd.errors import NoteReadError
+from vaultd.note.text import RUNNABLE, Note, decode, not_vaultds, parse, parse_head, split_lines
 
 HEAD_BYTES = 4096  # enough to read a note's frontmatter
 TEMPLATES_SETTINGS = Path(".obsidian") / "templates.json"  # the Templates core plugin's
@@ -147,6 +149,40 @@ def peek(path: Path, whole_for: tuple[str, ...] = ()) -> tuple[str, Note | None]
         return status, parse(head.decode("utf-8"))
     except UnicodeDecodeError:
         return status, None  # the whole read says why it is not a note
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One of vaultd's notes as ``vaultd status`` and the report see it."""
+
+    path: Path
+    status: str  # lower-cased; for a note not read, what its head says ("" if it cannot tell)
+    note: Note | None  # None: it could not be read, or is larger than the limit
+    too_large: int = 0  # its size, when it was not read for that
+
+
+def vaultds_notes(vault: Path, statuses: tuple[str, ...], max_bytes: int) -> Iterator[Seen]:
+    """Every note of the vault's that is vaultd's (:func:`vaultd.note.text.not_vaultds`) with
+    one of ``statuses``, and every one that might be but cannot be read; each read once,
+    through the run's quick look (:func:`peek`)."""
+    for path in iter_notes(vault):
+        peeked = peek(path, statuses)
+        if peeked is not None and peeked[0] not in statuses:
+            continue
+        note = peeked[1] if peeked else None
+        if note is None:
+            head = peeked[0] if peeked else ""
+            try:
+                size = path.stat().st_size
+                if size > max_bytes:  # not read whole: its head says what it is
+                    yield Seen(path, head, None, size)
+                    continue
+                note = parse(decode(path.read_bytes(), str(path)))
+            except (OSError, NoteReadError):
+                yield Seen(path, head, None)
+                continue
+        if not_vaultds(note, statuses) is None:
+            yield Seen(path, (note.status or "").strip().lower(), note)
 
 
 def iter_notes(folder: Path, vault: Path | None = None) -> Iterator[Path]:

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Literal
 
 from vaultd.config import Settings
-from vaultd.edges.vault import iter_notes, peek
+from vaultd.edges.vault import vaultds_notes
 from vaultd.edges.writer import Writer, write_whole
-from vaultd.errors import NoteReadError, WriteConflict, WriteError
+from vaultd.errors import WriteConflict, WriteError
 from vaultd.note.properties import DEFAULT_PREFIX
 from vaultd.note.results import NoteResults, is_evaluated, note_results
-from vaultd.note.text import BOM, RUNNABLE, SHOWN, decode, not_vaultds, parse
+from vaultd.note.text import BOM, RUNNABLE, SHOWN
 from vaultd.obsidian.report import (
     BASE_MARKER,
     REPORT_MARKER,
@@ -73,29 +73,16 @@ def gather(vault: Path, exclude: Path, max_bytes: int,
     notes: list[NoteResults] = []
     waiting = 0
     unreadable: list[str] = []
-    for path in iter_notes(vault):
-        if path == exclude:
+    for seen in vaultds_notes(vault, SHOWN, max_bytes):
+        if seen.path == exclude:
             continue
-        peeked = peek(path, SHOWN)  # the run's quick look: a short note is read only once
-        if peeked is not None and peeked[0] not in SHOWN:
-            continue
-        note = peeked[1] if peeked else None
-        name = path.relative_to(vault).as_posix()
-        if note is None:
-            try:
-                size = path.stat().st_size
-                if size > max_bytes:
-                    raise NoteReadError(f"{name}: too large ({size} bytes)")
-                note = parse(decode(path.read_bytes(), name))
-            except (OSError, NoteReadError):
-                unreadable.append(name)
-                continue
-        if not_vaultds(note, SHOWN) is not None:  # a person's task note: not counted
-            continue
-        if (note.status or "").strip().lower() in RUNNABLE:
+        name = seen.path.relative_to(vault).as_posix()
+        if seen.note is None:  # unreadable, or too large to read
+            unreadable.append(name)
+        elif seen.status in RUNNABLE:
             waiting += 1
-        elif is_evaluated(note):
-            notes.append(note_results(name, note, prefix))
+        elif is_evaluated(seen.note):
+            notes.append(note_results(name, seen.note, prefix))
     return Gathered(tuple(notes), waiting, tuple(unreadable))
 
 

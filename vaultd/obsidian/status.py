@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaultd.edges.vault import display_path, iter_notes, peek
-from vaultd.errors import NoteReadError
-from vaultd.note.text import SHOWN, decode, not_vaultds, parse
+from vaultd.edges.vault import display_path, vaultds_notes
+from vaultd.note.text import SHOWN
 
 # The running daemon writes its figures here (vaultd.runs.daemon); status reads them.
 STATE_FILE = Path(".vaultd") / "daemon.json"
@@ -38,39 +37,27 @@ class VaultStatus:
 
 def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
     status = VaultStatus()
-    for path in iter_notes(vault):
-        peeked = peek(path, SHOWN)  # the run's quick look: a short note is read only once
-        if peeked is not None and peeked[0] not in SHOWN:
-            continue
-        note = peeked[1] if peeked else None
+    for seen in vaultds_notes(vault, SHOWN, max_bytes):
+        path, note = seen.path, seen.note
+        name = display_path(path, vault)
         if note is None:
-            name = display_path(path, vault)
-            try:
-                size = path.stat().st_size
-                if size > max_bytes:  # counted by the Status its head says, not read whole
-                    value = peeked[0] if peeked else ""
-                    if value in SHOWN:
-                        status.counts[value] += 1
-                    if value == "error":
-                        status.errors.append((path.stat().st_mtime, name,
-                                              f"too large ({size} bytes)"))
-                    continue
-                note = parse(decode(path.read_bytes(), name))
-            except (OSError, NoteReadError):
+            if not seen.too_large:
                 status.unreadable.append(name)
                 continue
-        if not_vaultds(note, SHOWN) is not None:
+            if seen.status in SHOWN:  # counted by the Status its head says, not read whole
+                status.counts[seen.status] += 1
+            if seen.status == "error":
+                status.errors.append((path.stat().st_mtime, name,
+                                      f"too large ({seen.too_large} bytes)"))
             continue
-        name = display_path(path, vault)
         props = note.properties
         if isinstance(props.get("tokens_in"), int):
             status.costed += 1
             status.tokens_in += _number(props.get("tokens_in"))
             status.tokens_out += _number(props.get("tokens_out"))
             status.cost += float(_number(props.get("cost_usd"), float))
-        value = (note.status or "").strip().lower()
-        status.counts[value] += 1
-        if value == "error":
+        status.counts[seen.status] += 1
+        if seen.status == "error":
             why = note.properties.get("error")
             status.errors.append((path.stat().st_mtime, name, str(why or "")))
     status.errors.sort(reverse=True)

@@ -419,6 +419,18 @@ def test_a_note_left_processing_and_now_too_large_is_marked(vault: Path) -> None
     assert counted.counts["error"] == 1 and counted.counts["processing"] == 0
 
 
+def test_a_persons_large_processing_note_is_never_marked(vault: Path) -> None:
+    """A task note of someone's that says ``Status: Processing`` and is past the limit holds
+    none of vaultd's parts: it is not vaultd's, so it is left byte for byte."""
+    (vault / ".vaultd").mkdir()
+    (vault / ".vaultd" / "config.toml").write_text("max_note_bytes = 100000\n")
+    note = vault / "task.md"
+    note.write_text("---\nStatus: Processing\n---\n" + "- [ ] a task\n" * 15000)  # 195 kB
+    before = note.read_bytes()
+    run_once(vault)
+    assert note.read_bytes() == before
+
+
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="Linux leases")
 def test_a_save_during_the_processing_write_is_in_the_final_note(
         vault: Path, monkeypatch: pytest.MonkeyPatch, no_key: None) -> None:

@@ -409,8 +409,8 @@ class Engine:
         except NoteReadError:
             return None
         if len(data) <= limit or (note.status or "").strip().lower() != "processing" \
-                or note.frontmatter is None or unwritable_property(note) is not None:
-            return None
+                or not_vaultds(note) is not None or unwritable_property(note) is not None:
+            return None  # a person's note, however large, is never written
         why = (f"the note is too large to run ({len(data)} bytes, above max_note_bytes "
                f"{limit}); shorten it and set Status: Pending")
         new = apply(note, Changes(status="Error", properties={"Error": json.dumps(why)}))

@@ -1,7 +1,9 @@
 """A note's own settings: the frontmatter properties that override the vault's. Pure.
 
 ``model`` and ``answer_model`` (text), ``max_tokens`` and ``answer_max_tokens`` (a whole
-number above 0) and ``cache`` (true or false), matched case-insensitively. A property
+number above 0) and ``cache`` (true or false), matched case-insensitively. In an answer
+note (a note with a ``panel`` property, see :mod:`vaultd.note.panel`) ``model`` is the
+model that wrote the answer, not a setting: there the judge comes from ``judge``. A property
 that is missing or empty leaves the vault's setting; any other value that is not of its
 kind is a :class:`Problem` on the property's line, so a note with ``max_tokens: lots``
 is not run but says why.
@@ -40,8 +42,9 @@ def read_overrides(note: Note) -> tuple[Overrides, list[Problem]]:
     problems: list[Problem] = []
     if note.frontmatter is None:
         return Overrides(), problems
+    answer_note = note.frontmatter.get("panel") is not None
     for name in (*_TEXT, *_COUNTS, "cache"):
-        prop = note.frontmatter.get(name)
+        prop = note.frontmatter.get("judge" if answer_note and name == "model" else name)
         if prop is None:
             continue
         line = prop.start + 1

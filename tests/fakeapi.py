@@ -123,6 +123,21 @@ class Request:
 Responder = Callable[[Request], Reply | str]
 
 
+@dataclass
+class Cycle:
+    """Replies given in turn to identical requests: the n-th request for a model gets
+    ``replies[n % len(replies)]`` (counted per model), so a panel's samples of one question
+    get known, different answers, whatever order they arrive in."""
+
+    replies: tuple[Reply | str, ...]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def take(self, model: str | None) -> Reply | str:
+        n = self.counts.get(model or "", 0)
+        self.counts[model or ""] = n + 1
+        return self.replies[n % len(self.replies)]
+
+
 def held(responder: Responder, gate: threading.Event, timeout: float = 60.0) -> Responder:
     """``responder``, each of whose replies waits until ``gate`` is set (``timeout`` seconds at
     most): for a test that acts while a request is in flight, then lets it through."""
@@ -355,7 +370,7 @@ class FakeMessagesAPI:
         self.in_flight: int = 0
         self.max_in_flight: int = 0
         self.connections_opened: int = 0
-        self._rules: list[tuple[str, Reply | str]] = []
+        self._rules: list[tuple[str, Reply | str | Cycle]] = []
         self._script: deque[Reply | str] = deque()
         self._batch_script: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -421,8 +436,9 @@ class FakeMessagesAPI:
 
     # -- scripting -------------------------------------------------------------------------
 
-    def rule(self, contains: str, reply: Reply | str) -> None:
-        """Answer requests whose text contains ``contains`` with ``reply`` (first match wins)."""
+    def rule(self, contains: str, reply: Reply | str | Cycle) -> None:
+        """Answer requests whose text contains ``contains`` with ``reply`` (first match wins;
+        a :class:`Cycle` gives its replies in turn)."""
         with self._lock:
             self._rules.append((contains, reply))
 
@@ -456,6 +472,9 @@ class FakeMessagesAPI:
             rules = list(self._rules)
         for contains, reply in rules:
             if contains in request.text:
+                if isinstance(reply, Cycle):
+                    with self._lock:
+                        return reply.take(request.model)
                 return reply
         return self.default
 

@@ -13,6 +13,7 @@ import pytest
 
 from vaultd.errors import FormatError, GraphError
 from vaultd.evaluate.graph import plan
+from vaultd.evaluate.prepare import check_note
 from vaultd.evaluate.reply import read_reply
 from vaultd.note.measures import Measure, parse_measures
 from vaultd.note.outcomes import Failure, Skipped, Success
@@ -26,7 +27,6 @@ from vaultd.note.render import (
 )
 from vaultd.note.splice import Changes, apply
 from vaultd.note.text import Note, dominant_newline, parse, split_lines
-from vaultd.runs.engine import check_note
 
 PAIR_A = evaluation_pair("a", "programmatic", Success(1))
 PAIR_B = evaluation_pair("b", "ai", Success("yes"))

@@ -19,10 +19,10 @@ import pytest
 
 import vaultd.edges.writer as writer_mod
 from vaultd import config
+from vaultd.edges.vault import read_note
 from vaultd.edges.writer import Writer, _encode_entry
 from vaultd.errors import NoteReadError, WriteConflict, WriteError
 from vaultd.obsidian.status import vault_status
-from vaultd.runs.engine import read_note
 from vaultd.runs.services import open_services
 
 from .conftest import ROOT, run_process

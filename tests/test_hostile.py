@@ -15,8 +15,8 @@ import pytest
 
 from vaultd.edges.sandbox import Sandbox
 from vaultd.errors import SandboxError
-from vaultd.note.text import parse
-from vaultd.runs.engine import check_note, fingerprint
+from vaultd.evaluate.prepare import check_note
+from vaultd.note.text import fingerprint, parse
 
 from .conftest import run_cli, without_timestamp
 from .fakeapi import FakeMessagesAPI

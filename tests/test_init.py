@@ -11,10 +11,10 @@ import pytest
 from vaultd.cli import build_parser
 from vaultd.config import load
 from vaultd.errors import FormatError
+from vaultd.evaluate.prepare import check_note
 from vaultd.note.measures import parse_measures
 from vaultd.note.text import parse
 from vaultd.obsidian.scaffold import TEMPLATE_NAME, template_note
-from vaultd.runs.engine import check_note
 
 from .conftest import ROOT, run_cli
 from .fakeapi import FakeMessagesAPI

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from vaultd.errors import FormatError
+from vaultd.evaluate.prepare import check_note
 from vaultd.note.overrides import Overrides, read_overrides
 from vaultd.note.text import parse
-from vaultd.runs.engine import check_note
 
 from .conftest import run_cli
 from .fakeapi import FakeMessagesAPI

@@ -6,10 +6,10 @@ import pytest
 
 from vaultd.errors import FormatError, GraphError
 from vaultd.evaluate.graph import plan
+from vaultd.evaluate.prepare import check_note
 from vaultd.evaluate.reply import read_reply
 from vaultd.note.measures import parse_measures
 from vaultd.note.text import parse
-from vaultd.runs.engine import check_note
 
 from .notes import SEED, note_with_measures
 

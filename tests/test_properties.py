@@ -21,11 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vaultd.errors import one_line
+from vaultd.evaluate.prepare import check_note
 from vaultd.note.outcomes import Failure, Outcome, Skipped, Success
 from vaultd.note.render import error_callout, evaluation_block, evaluation_pair, render_outcome
 from vaultd.note.splice import Changes, apply
 from vaultd.note.text import parse, unquote
-from vaultd.runs.engine import check_note
 
 FAST = settings(max_examples=150, deadline=None)
 LINE_BREAKS = re.compile(r"\r\n|\r|\n")

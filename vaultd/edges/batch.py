@@ -50,7 +50,7 @@ class BatchModel:
 
     def complete(self, request: ModelRequest) -> ModelReply:
         params = request_params(request)
-        key = ResponseCache.key_for(params)
+        key = ResponseCache.key_of(request, params)
         with self._lock:
             if key in self._failed:
                 raise ModelError(self._failed[key])

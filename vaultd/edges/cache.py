@@ -111,6 +111,15 @@ class ResponseCache:
         canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
+    @staticmethod
+    def key_of(request: ModelRequest, params: dict[str, Any]) -> str:
+        """The cache key of ``request`` (whose parameters are ``params``): one draw of a
+        panel (its ``sample``) has its own, so identical requests of several draws are
+        never merged."""
+        if request.sample is None:
+            return ResponseCache.key_for(params)
+        return ResponseCache.key_for({**params, "vaultd_sample": request.sample})
+
     # -- opening -------------------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
@@ -290,7 +299,7 @@ class CachedModel:
         params = request_params(request)
         if not request.use_cache:
             return self._send(params)
-        key = ResponseCache.key_for(params)
+        key = ResponseCache.key_of(request, params)
         with self._lock:
             flight = self._flights.get(key)
             leading = flight is None

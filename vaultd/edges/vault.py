@@ -276,3 +276,46 @@ def _is_link(name: str, dir_fd: int) -> bool:
         return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
     except OSError:
         return False
+
+
+def read_note(path: Path, max_bytes: int, vault: Path | None = None) -> tuple[bytes, Note]:
+    """The note's bytes and structure, or a :class:`NoteReadError` saying why not.
+
+    With ``vault``, the note is read as a note of that vault: never through a symbolic link
+    (:func:`open_note`). Never more than ``max_bytes`` are read, however the file grows
+    meanwhile."""
+    try:
+        fd = _open_for_reading(path, vault)
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if not stat.S_ISREG(st.st_mode):
+                raise NoteReadError(f"{path}: not a regular file")
+            if st.st_size > max_bytes:
+                raise NoteReadError(
+                    f"{path}: the note is too large ({st.st_size} bytes, limit {max_bytes})")
+            data = handle.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise NoteReadError(f"{path}: the note is too large (more than {max_bytes} "
+                                    f"bytes, limit {max_bytes})")
+    except FileNotFoundError as exc:
+        raise NoteReadError(f"{path}: the note vanished") from exc
+    except IsADirectoryError as exc:
+        raise NoteReadError(f"{path}: is a folder, not a note") from exc
+    except LinkError as exc:
+        raise NoteReadError(f"{path}: is a symbolic link, or inside a linked folder: vaultd "
+                            "does not follow links") from exc
+    except OSError as exc:
+        raise NoteReadError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return data, parse(decode(data, str(path)))
+
+
+def _open_for_reading(path: Path, vault: Path | None) -> int:
+    flags = os.O_RDONLY | os.O_NONBLOCK  # a FIFO named *.md must not block the reader
+    if vault is None:
+        return os.open(path, flags | os.O_CLOEXEC)
+    found = locate(vault, path)
+    if found is None:
+        raise NoteReadError(f"{path}: not inside the vault {vault}")
+    return open_note(*found, flags)

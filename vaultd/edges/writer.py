@@ -332,6 +332,39 @@ class Writer:
             raise WriteError(f"{path}: cannot write the journal in {jdir}: "
                              f"{exc.strerror or exc}", transient=True) from exc
 
+    def create(self, folder: Path, name: str, data: bytes) -> Path:
+        """A new note ``folder/name`` holding ``data``, whole or not at all (a crash leaves
+        at most a hidden temporary file, never a half note), and its path. Never replaces a
+        file: when the name is taken, the next free ``<name> (2).md``, ``(3)`` ... is used.
+        ``folder`` is made if missing; it must be inside the vault, reached through no
+        symbolic link. :class:`WriteError` when it cannot be created."""
+        folder = Path(folder)
+        vault_real, rel = self._locate(folder / name)
+        parts = rel.split("/")[:-1]
+        here = vault_real
+        try:
+            for part in parts:
+                here = here / part
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(here)
+                if os.path.islink(here) or not os.path.isdir(here):
+                    raise WriteError(f"{here}: is not a folder of the vault (a link, or a file)")
+            stem = name[:-3] if name.endswith(".md") else name
+            for number in range(1, 1000):
+                target = here / (name if number == 1 else f"{stem} ({number}).md")
+                try:
+                    write_whole(target, data, mode=0o666, replace=False)
+                except FileExistsError:
+                    continue
+                created = folder / target.name
+                if self.on_written is not None:
+                    with contextlib.suppress(OSError):
+                        self.on_written(created, os.stat(target))
+                return created
+        except OSError as exc:
+            raise _os_error(folder / name, exc) from exc
+        raise WriteError(f"{folder / name}: every name up to ({number}) is taken")
+
     def close(self) -> None:
         """Give up this writer's journal slots (they are free: every write has finished)."""
         with self._slots_lock:

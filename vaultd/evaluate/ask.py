@@ -24,6 +24,10 @@ class ModelRequest:
     context: str | None = None
     cache_context: bool = False
     use_cache: bool = True
+    # One draw of several from the same request (a panel's ``run/assistant/sample``):
+    # requests that differ only by it are distinct, never merged by the response cache or
+    # by in-flight deduplication. It is not sent.
+    sample: str | None = None
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,9 @@ class AnswerNote:
     sample: int
     status: str  # as written: Done / Error / Pending / Processing
     results: NoteResults
+    tokens_in: int = 0  # what asking for it and judging it took, as its properties say
+    tokens_out: int = 0
+    cost_usd: float = 0.0
 
 
 def read_answer(name: str, note: Note, prefix: str = DEFAULT_PREFIX) -> AnswerNote | None:
@@ -264,7 +267,21 @@ def read_answer(name: str, note: Note, prefix: str = DEFAULT_PREFIX) -> AnswerNo
         sample=sample,
         status=(note.status or "").strip(),
         results=note_results(name, note, prefix),
+        tokens_in=_count(note, "tokens_in"),
+        tokens_out=_count(note, "tokens_out"),
+        cost_usd=_dollars(note),
     )
+
+
+def _count(note: Note, key: str) -> int:
+    value = note.properties.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _dollars(note: Note) -> float:
+    value = note.properties.get("cost_usd")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else 0.0
 
 
 def _text_property(note: Note, key: str) -> str | None:

@@ -283,6 +283,18 @@ def not_vaultds(note: Note, statuses: tuple[str, ...] | None = RUNNABLE) -> str 
     return f"its Status is `{note.status.strip()}`, not {wanted}"
 
 
+def fingerprint(note: Note) -> tuple[str | None, ...]:
+    """What decides a note's results: its query, its answer and its measures block. A run
+    whose note's fingerprint changed under it starts over."""
+    block = note.measures_block
+    return (
+        note.block_text("query", ("text",)),
+        note.block_text("answer", ("text",)),
+        block.info.lower() if block else None,
+        block.content if block else None,
+    )
+
+
 def frontmatter_problem(note: Note) -> tuple[int, str] | None:
     """(1-based line, why) when the frontmatter is not valid YAML, else None. Results
     written into such a block would be read by no parser (nor Bases, nor Dataview)."""

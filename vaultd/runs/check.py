@@ -7,11 +7,11 @@ from typing import TextIO
 
 from vaultd import config
 from vaultd.edges.model import known_models, unknown_model
-from vaultd.edges.vault import find_vault, iter_notes
+from vaultd.edges.vault import find_vault, iter_notes, read_note
 from vaultd.errors import ConfigError, FormatError, NoteReadError, Problem
+from vaultd.evaluate.prepare import Checked, check_note
 from vaultd.note.properties import collisions
 from vaultd.note.text import Note, not_vaultds, pending_hint
-from vaultd.runs.engine import Checked, check_note, read_note
 
 EXIT_OK, EXIT_FAILED = 0, 1
 

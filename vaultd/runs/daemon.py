@@ -51,10 +51,10 @@ from vaultd.edges.writer import write_whole
 from vaultd.errors import VaultdError
 from vaultd.obsidian.publish import is_mine, publish, report_paths
 from vaultd.obsidian.status import STATE_FILE
-from vaultd.runs.engine import NoteResult
 from vaultd.runs.refresh import Debounced
 from vaultd.runs.scheduler import NoteQueue
 from vaultd.runs.services import Services, open_services
+from vaultd.runs.session import NoteResult
 from vaultd.runs.systemd import ENV_FILE, notify, read_env_file, watchdog_interval
 from vaultd.runs.watcher import Watcher
 

@@ -18,9 +18,9 @@ from vaultd.edges.model import credentials_problem
 from vaultd.edges.vault import display_path, iter_notes, wants_run
 from vaultd.evaluate.cost import Usage
 from vaultd.runs import shards
-from vaultd.runs.engine import NoteResult
-from vaultd.runs.progress import ProgressBar
+from vaultd.runs.progress import ProgressBar, Tally
 from vaultd.runs.services import open_services
+from vaultd.runs.session import NoteResult
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -42,7 +42,8 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
     usage = Usage()
     results: list[NoteResult] = []
     in_flight = [0]
-    bar = ProgressBar(sys.stderr, len(todo), usage, lambda: in_flight[0])
+    tally = Tally()
+    bar = ProgressBar(sys.stderr, len(todo), usage, lambda: in_flight[0], tally=tally)
 
     def report(result: NoteResult) -> None:
         usage.merge(result.usage)
@@ -67,7 +68,7 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
             for line in shards.run(vault, settings, shards.deal(todo, processes), reported):
                 print(f"vaultd: {line}", file=sys.stderr)
         else:
-            run_here(vault, settings, todo, batch, report, in_flight)
+            run_here(vault, settings, todo, batch, report, in_flight, tally=tally)
     finally:
         bar.close()
     counts = {s: sum(1 for r in results if r.status == s) for s in
@@ -82,10 +83,10 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
 
 def run_here(vault: Path, settings: config.Settings, todo: list[Path], batch: bool,
              report: Callable[[NoteResult], None], in_flight: list[int],
-             quiet: bool = False) -> None:
+             quiet: bool = False, tally: Tally | None = None) -> None:
     """Run ``todo`` in this process, calling ``report`` for each note as it ends;
-    ``in_flight[0]`` follows the model requests in flight. ``quiet``: no notice of a
-    missing key (a parent process gave it)."""
+    ``in_flight[0]`` follows the model requests in flight, ``tally`` panels' answers and
+    judgments. ``quiet``: no notice of a missing key (a parent process gave it)."""
     # A --once run is not watched note by note: a note that finishes within a second is
     # written once, from Pending straight to Done (slower ones still show Processing).
     with open_services(vault, settings, live_interval=1.0, batch=batch,
@@ -96,6 +97,8 @@ def run_here(vault: Path, settings: config.Settings, todo: list[Path], batch: bo
             asks = bool(todo) and not services.credentials_problem
             if not asks or services.batches.probe(settings.model) is None:
                 services.batches.resume()
+        if tally is not None:
+            services.engine.tally = tally
         slots = services.engine.effects.model_slots
         with ThreadPoolExecutor(settings.note_workers, thread_name_prefix="vaultd-note") as pool:
             while todo:

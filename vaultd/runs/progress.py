@@ -17,8 +17,38 @@ from vaultd.evaluate.cost import Usage
 WIDTH = 24
 
 
-def format_bar(done: int, total: int, in_flight: int, usage: Usage, elapsed: float) -> str:
-    """``[#####-----] 12/40 notes · 3 in flight · 12,345 tokens · ~$0.0400 · 0:32 left``."""
+class Tally:
+    """A panel run's answers and judgments, done of those it will make; safe to add to from
+    several threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.answers = [0, 0]  # done, total
+        self.judgments = [0, 0]
+
+    def expect(self, answers: int, judgments: int) -> None:
+        with self._lock:
+            self.answers[1] += answers
+            self.judgments[1] += judgments
+
+    def finished(self, answers: int, judgments: int) -> None:
+        with self._lock:
+            self.answers[0] += answers
+            self.judgments[0] += judgments
+
+    def shown(self) -> str:
+        """`` · 12/50 answers · 48/200 judgments``, or "" when no panel ran."""
+        with self._lock:
+            if not self.answers[1]:
+                return ""
+            return (f" · {self.answers[0]}/{self.answers[1]} answers · "
+                    f"{self.judgments[0]}/{self.judgments[1]} judgments")
+
+
+def format_bar(done: int, total: int, in_flight: int, usage: Usage, elapsed: float,
+               panels: str = "") -> str:
+    """``[#####-----] 12/40 notes · 3 in flight · 12,345 tokens · ~$0.0400 · 0:32 left``,
+    with a panel's answers and judgments (``panels``) after the notes."""
     filled = WIDTH * done // total if total else WIDTH
     left = "?"
     if done and total > done:
@@ -28,7 +58,7 @@ def format_bar(done: int, total: int, in_flight: int, usage: Usage, elapsed: flo
         left = "0:00"
     tokens = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
     tokens += usage.output_tokens
-    return (f"[{'#' * filled}{'-' * (WIDTH - filled)}] {done}/{total} notes · "
+    return (f"[{'#' * filled}{'-' * (WIDTH - filled)}] {done}/{total} notes{panels} · "
             f"{in_flight} in flight · {tokens:,} tokens · ~${usage.cost:.4f} · {left} left")
 
 
@@ -36,11 +66,13 @@ class ProgressBar:
     """Redraws the bar from a background thread until closed; draws nothing off a terminal."""
 
     def __init__(self, stream: TextIO, total: int, usage: Usage,
-                 in_flight: Callable[[], int], interval: float = 0.2) -> None:
+                 in_flight: Callable[[], int], interval: float = 0.2,
+                 tally: Tally | None = None) -> None:
         self.stream = stream
         self.total = total
         self.usage = usage
         self.in_flight = in_flight
+        self.tally = tally
         self.interval = interval
         self.done = 0
         self.enabled = stream.isatty()
@@ -66,7 +98,8 @@ class ProgressBar:
 
     def _draw(self) -> None:
         bar = format_bar(self.done, self.total, self.in_flight(), self.usage,
-                         time.monotonic() - self._start)
+                         time.monotonic() - self._start,
+                         self.tally.shown() if self.tally else "")
         self.stream.write("\r\033[K" + bar)
         self.stream.flush()
 

@@ -15,9 +15,9 @@ from typing import TextIO
 
 from vaultd.errors import VaultdError
 from vaultd.runs import shards
-from vaultd.runs.engine import NoteResult
 from vaultd.runs.once import EXIT_FAILED, EXIT_OK, run_here
 from vaultd.runs.process import LEVELS, configure_logging, run_process
+from vaultd.runs.session import NoteResult
 
 
 def run_shard(vault: Path, out: TextIO) -> int:

@@ -1,24 +1,31 @@
 """The panel note format (vaultd.note.panel): panel settings, answer notes, the summary, the
 splice of the ``[!panel]`` callout. Pure functions, real note text, byte-exact results."""
 
+# ruff: noqa: RUF001  (the contract's cells put an en dash between an interval's ends)
+
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+import mistune
 import pytest
+from scipy import stats as scipy_stats
 
 from vaultd.errors import Problem
-from vaultd.note.measures import read_block
-from vaultd.note.outcomes import Failure, Outcome, Success
+from vaultd.note.measures import Measure, read_block
+from vaultd.note.outcomes import Failure, Outcome, Skipped, Success
 from vaultd.note.overrides import read_overrides
 from vaultd.note.panel import (
     AnswerNote,
     PanelSpec,
     answer_file_name,
     answer_note_text,
+    panel_figures,
     read_answer,
     read_panel,
+    summary_lines,
 )
 from vaultd.note.properties import property_changes
 from vaultd.note.render import evaluation_block, evaluation_pair
@@ -258,3 +265,241 @@ def test_a_note_is_an_answer_note_only_with_panel_run_assistant_and_sample() -> 
     linked = parse(full.replace('"[[P]]"', '"[[Folder/P|the panel]]"'))
     answer = read_answer("P/x", linked, "eval_")
     assert answer is not None and (answer.panel, answer.name) == ("Folder/P", "P/x")
+
+
+# --- the summary ------------------------------------------------------------------------
+
+A, B = "claude-opus-5", "claude-sonnet-5-5"
+EARLIER = "2026-11-25T09:00:00Z"
+
+
+def answer_of(panel_text: str, who: str, k: int, values: list[object] | None,
+              run: str = RUN, status: str = "Done") -> AnswerNote:
+    """An answer note of the panel as the run leaves it: ``values`` are the measures'
+    outcomes in declared order (a value, or a Failure / Skipped); None: not judged yet."""
+    panel = parse(panel_text)
+    text = answer_note_text(panel, "Queries/Sezary second-line.md", run, who, who, k, "x")
+    if values is not None:
+        block = panel.measures_block
+        assert block is not None
+        ids = [m.id for m in read_block(block).measures]
+        text = judged(text, {i: v if isinstance(v, Failure | Skipped) else Success(v)
+                             for i, v in zip(ids, values, strict=True)}, status)
+    answer = read_answer("Queries/Sezary second-line/" + answer_file_name(run, who, k),
+                         parse(text), "eval_")
+    assert answer is not None
+    return answer
+
+
+def seed_run() -> tuple[list[Measure], list[AnswerNote], list[AnswerNote]]:
+    """The seed's four measures, nine answers judged of ten, and an earlier run."""
+    panel_text = seed_panel()
+    block = parse(panel_text).measures_block
+    assert block is not None
+    refused = Failure("the model API refused")
+    now = [
+        answer_of(panel_text, A, 1, [["Poteligeo", "ECP"], True, 1, 8]),
+        answer_of(panel_text, A, 2, [["ECP", "Poteligeo"], True, 2, 6]),
+        answer_of(panel_text, A, 3, [["ECP"], False, "N/A", 2]),
+        answer_of(panel_text, A, 4, [["Poteligeo"], True, 1, 9]),
+        answer_of(panel_text, A, 5, [["Bexarotene", "ECP"], False, "N/A", 3]),
+        answer_of(panel_text, B, 1, [["Poteligeo"], True, 1, 9]),
+        answer_of(panel_text, B, 2, [["Poteligeo", "Bexarotene"], True, 1, 7]),
+        answer_of(panel_text, B, 3, [["Bexarotene", "Poteligeo", "ECP"], True, 2, refused]),
+        answer_of(panel_text, B, 4, [["ECP"], False, "N/A", 4]),
+        answer_of(panel_text, B, 5, None, status="Pending"),
+    ]
+    earlier = [answer_of(panel_text, who, k, [["ECP"], False, "N/A", 1], run=EARLIER)
+               for who, n in ((A, 5), (B, 4)) for k in range(1, n + 1)]
+    return list(read_block(block).measures), now, earlier
+
+
+def links(who: str, pending: int | None = None) -> str:
+    folder = "Queries/Sezary second-line/2026-12-02 143507"
+    return " ".join(f"[[{folder} {who} {k}\\|{k}]]" + (" (pending)" if k == pending else "")
+                    for k in range(1, 6))
+
+
+POTELIGEO = "Is Poteligeo mentioned as a second-line option?"
+EXPECTED_SUMMARY = [
+    "> [!panel] Run 2026-12-02T14:35:07Z · 9 of 10 answers",
+    "> **Measures**",
+    "> ",
+    "> | Measure | claude-opus-5 | claude-sonnet-5-5 |",
+    "> | --- | --- | --- |",
+    "> | AI Task: Extract all mentioned treatment names | ECP 4/5 | Poteligeo 3/4 |",
+    f"> | {POTELIGEO} | 3/5 · 60% (23–88%) | 3/4 · 75% (30–95%) |",
+    "> | What position is Poteligeo mentioned in the list of options? "
+    "| 1.33 (-0.1–2.77) · n=3 · N/A 2/5 | 1.33 (-0.1–2.77) · n=3 · N/A 1/4 |",
+    "> | How strongly is Poteligeo recommended? "
+    "| 5.6 (1.81–9.39) · n=5 | 6.67 (0.42–12.92) · n=3 · 1 failed |",
+    "> ",
+    "> **Mentions**",
+    "> ",
+    "> | AI Task: Extract all mentioned treatment names | claude-opus-5 | claude-sonnet-5-5 |",
+    "> | --- | --- | --- |",
+    "> | ECP | 4/5 · 80% (38–96%) · pos 1.5 | 2/4 · 50% (15–85%) · pos 2 |",
+    "> | Poteligeo | 3/5 · 60% (23–88%) · pos 1.33 | 3/4 · 75% (30–95%) · pos 1.33 |",
+    "> | Bexarotene | 1/5 · 20% (4–62%) · pos 1 | 2/4 · 50% (15–85%) · pos 1.5 |",
+    "> ",
+    "> **Answers**",
+    "> ",
+    "> | Assistant | Answers |",
+    "> | --- | --- |",
+    f"> | claude-opus-5 | {links(A)} |",
+    f"> | claude-sonnet-5-5 | {links(B, pending=5)} |",
+    "> ",
+    "> **Runs**",
+    "> ",
+    f"> | Run | Answers | {POTELIGEO} · claude-opus-5 | {POTELIGEO} · claude-sonnet-5-5 |",
+    "> | --- | --- | --- | --- |",
+    "> | 2026-12-02T14:35:07Z | 9 | 60% | 75% |",
+    "> | 2026-11-25T09:00:00Z | 9 | 0% | 0% |",
+]
+
+
+def test_the_summary_of_a_run_in_the_contract_s_formats() -> None:
+    measures, now, earlier = seed_run()
+    assert summary_lines(RUN, [A, B], measures, now, 5, earlier) == EXPECTED_SUMMARY
+
+
+def test_the_summary_s_figures_are_scipy_s() -> None:
+    """Each interval above, from scipy: Wilson by its formula with scipy's normal quantile,
+    the t interval from scipy.stats.t, rounded as the cells are."""
+    z = scipy_stats.norm.ppf(0.975)
+
+    def wilson_cell(k: int, n: int) -> str:
+        p = k / n
+        mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return f"{k}/{n} · {round(p * 100)}% ({round((mid - half) * 100)}–" \
+               f"{round((mid + half) * 100)}%)"
+
+    def t_cell(values: list[float]) -> str:
+        mean = sum(values) / len(values)
+        low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=mean,
+                                           scale=scipy_stats.sem(values))
+        shown = [f"{x:.2f}".rstrip("0").rstrip(".") for x in (mean, low, high)]
+        return f"{shown[0]} ({shown[1]}–{shown[2]}) · n={len(values)}"
+
+    text = "\n".join(EXPECTED_SUMMARY)
+    for k, n in ((3, 5), (3, 4), (4, 5), (2, 4), (1, 5)):
+        assert wilson_cell(k, n) in text
+    for values in ([1.0, 2.0, 1.0], [8.0, 6.0, 2.0, 9.0, 3.0], [9.0, 7.0, 4.0]):
+        assert t_cell(values) in text
+
+
+def test_the_panel_s_figures_over_all_its_answers() -> None:
+    measures, now, _ = seed_run()
+    # 6 of 9 named Poteligeo; positions 1 2 1 1 1 2; strengths 8 6 2 9 3 9 7 4 (one failed)
+    assert panel_figures(measures, now) == {
+        "poteligeo_mentioned": 0.6667, "poteligeo_position": 1.3333,
+        "recommendation_strength": 6.0}
+
+
+def one_measure_panel(measures: str) -> str:
+    return ("---\nStatus: Pending\nsamples: 10\n---\n\n> [!query]\n> ```query-text\n> Q?\n"
+            "> ```\n\n> [!measures]\n> ```measures-yaml\n" + measures + "> ```\n")
+
+
+HIT = one_measure_panel("> - id: hit\n>   type: programmatic\n>   logic: 'return true;'\n")
+
+
+def test_the_runs_table_flags_a_change_beyond_chance() -> None:
+    runs = {"2026-12-03T08:00:00Z": (9, 8), "2026-11-26T08:00:00Z": (2, 2),
+            "2026-11-19T08:00:00Z": (10, 2)}  # run -> (hits of A, hits of B), of 10 each
+    answers = [answer_of(HIT, who, k, [k <= hits[i]], run=run)
+               for run, hits in runs.items() for i, who in enumerate((A, B))
+               for k in range(1, 11)]
+    newest = "2026-12-03T08:00:00Z"
+    lines = summary_lines(newest, [A, B], [], [], 10, [])  # no measures, no answers yet
+    assert lines[0] == "> [!panel] Run 2026-12-03T08:00:00Z · 0 of 20 answers"
+    block = parse(HIT).measures_block
+    assert block is not None
+    measures = read_block(block).measures
+    lines = summary_lines(newest, [A, B], measures,
+                          [a for a in answers if a.run == newest],
+                          10, [a for a in answers if a.run != newest])
+    runs_table = lines[lines.index("> **Runs**") + 2 :]
+    assert runs_table == [
+        "> | Run | Answers | hit · claude-opus-5 | hit · claude-sonnet-5-5 |",
+        "> | --- | --- | --- | --- |",
+        "> | 2026-12-03T08:00:00Z | 20 | 90% ↑ p=0.0055 | 80% ↑ p=0.02 |",
+        "> | 2026-11-26T08:00:00Z | 20 | 20% ↓ p=0.00071 | 20% |",
+        "> | 2026-11-19T08:00:00Z | 20 | 100% | 20% |",
+    ]
+    # the p values are scipy's
+    for table, shown in (([[9, 1], [2, 8]], "0.0055"), ([[2, 8], [10, 0]], "0.00071"),
+                         ([[8, 2], [2, 8]], "0.02")):
+        p = scipy_stats.fisher_exact(table).pvalue
+        assert (f"{p:.2g}" if p < 0.01 else f"{p:.2f}") == shown
+
+
+MIXED = one_measure_panel(
+    "> - id: tone\n>   type: programmatic\n>   logic: 'return 1;'\n"
+    "> - id: names\n>   type: programmatic\n>   logic: 'return 1;'\n"
+    "> - id: sure\n>   description: 'Sure? | yes'\n>   type: programmatic\n"
+    ">   logic: 'return 1;'\n")
+
+
+def test_text_and_empty_lists_failures_and_skips_and_pipes() -> None:
+    skipped = Skipped("its input `names` failed")
+    answers = [
+        answer_of(MIXED, "gpt|4", 1, ["warm", [], True]),
+        answer_of(MIXED, "gpt|4", 2, ["cold | wet", [], skipped]),
+        answer_of(MIXED, "gpt|4", 3, ["warm", Failure("boom"), "N/A"]),
+        answer_of(MIXED, "gpt|4", 4, ["cold | wet", [], skipped], status="Error"),
+    ]
+    block = parse(MIXED).measures_block
+    assert block is not None
+    measures = read_block(block).measures
+    lines = summary_lines(RUN, ["gpt|4"], measures, answers, 4)
+    assert lines[1:8] == [
+        "> **Measures**",
+        "> ",
+        "> | Measure | gpt\\|4 |",
+        "> | --- | --- |",
+        "> | tone | cold \\| wet 2/4 |",  # most common, ties alphabetical
+        "> | names | no items · n=3 · 1 failed |",
+        "> | Sure? \\| yes | 1/1 · 100% (21–100%) · N/A 1/2 · 2 skipped |",
+    ]
+    assert lines[8:12] == ["> ", "> **Mentions**", "> ", "> | names | gpt\\|4 |"]
+    answers_row = next(line for line in lines if line.startswith("> | gpt\\|4 | [["))
+    assert answers_row.endswith("\\|3]] [[Queries/Sezary second-line/2026-12-02 143507 gpt-4 4"
+                                "\\|4]] (error) |")
+    assert panel_figures(measures, answers) == {"tone": "cold | wet", "sure": 1.0}
+
+
+MARKDOWN = mistune.create_markdown(renderer=None, plugins=["table"])
+
+
+def tables(callout: list[str]) -> list[list[list[str]]]:
+    """The callout's tables as a CommonMark + GFM parser reads them: rows of cell texts."""
+    assert callout[0].startswith("> [!panel] ")
+    body = "\n".join(line.removeprefix("> ").removeprefix(">") for line in callout[1:])
+
+    def text(node: dict[str, Any]) -> str:
+        return str(node.get("raw", "")) + "".join(text(c) for c in node.get("children", ()))
+
+    found = []
+    for block in MARKDOWN(body):
+        if block["type"] == "table":
+            head, rows = block["children"]
+            found.append([[text(cell) for cell in head["children"]],
+                          *([text(cell) for cell in row["children"]]
+                            for row in rows["children"])])
+    return found
+
+
+def test_the_summary_reads_as_four_markdown_tables_with_whole_rows() -> None:
+    measures, now, earlier = seed_run()
+    found = tables(summary_lines(RUN, [A, B], measures, now, 5, earlier))
+    assert [table[0][0] for table in found] == [
+        "Measure", "AI Task: Extract all mentioned treatment names", "Assistant", "Run"]
+    for table in found:
+        assert {len(row) for row in table} == {len(table[0])}
+    answers = found[2]
+    assert answers[1][1].startswith(
+        "[[Queries/Sezary second-line/2026-12-02 143507 claude-opus-5 1|1]] ")
+    pipes = tables(summary_lines(RUN, ["gpt|4"], [], [], 1))
+    assert pipes[1][1][0] == "gpt|4"  # an escaped pipe is text in its cell

@@ -503,3 +503,64 @@ def test_the_summary_reads_as_four_markdown_tables_with_whole_rows() -> None:
         "[[Queries/Sezary second-line/2026-12-02 143507 claude-opus-5 1|1]] ")
     pipes = tables(summary_lines(RUN, ["gpt|4"], [], [], 1))
     assert pipes[1][1][0] == "gpt|4"  # an escaped pipe is text in its cell
+
+
+# --- the summary in the panel note (splice) ---------------------------------------------
+
+SUMMARY = ["> [!panel] Run 2026-12-02T14:35:07Z · 1 of 2 answers", "> **Measures**", "> ",
+           "> | Measure | a |", "> | --- | --- |", "> | hit | 1/1 · 100% (21–100%) |"]
+LATER = ["> [!panel] Run 2026-12-02T14:35:07Z · 2 of 2 answers", "> | x |"]
+
+
+def with_panel(text: str, lines: list[str]) -> str:
+    return apply(parse(text), Changes(panel=lines))
+
+
+def test_the_summary_goes_in_its_own_part_after_the_measures() -> None:
+    panel_text = seed_panel()
+    once = with_panel(panel_text, SUMMARY)
+    assert once == panel_text + "\n***\n\n" + "\n".join(SUMMARY) + "\n"
+    assert with_panel(once, SUMMARY) == once  # nothing more the second time
+
+
+def test_the_summary_is_replaced_in_place_and_the_user_s_text_kept() -> None:
+    mine = ("\n***\n\nMy own reading of these figures.\n\n> [!note] Mine\n> Kept.\n")
+    text = with_panel(seed_panel(), SUMMARY) + mine
+    replaced = with_panel(text, LATER)
+    assert replaced == seed_panel() + "\n***\n\n" + "\n".join(LATER) + "\n" + mine
+    # a status change alongside leaves the summary where it is
+    both = apply(parse(replaced), Changes(status="Done", panel=SUMMARY))
+    assert both == (seed_panel().replace("Status: Pending", "Status: Done")
+                    + "\n***\n\n" + "\n".join(SUMMARY) + "\n" + mine)
+
+
+def test_a_crlf_panel_note_keeps_crlf() -> None:
+    panel_text = seed_panel(newline="\r\n")
+    once = with_panel(panel_text, SUMMARY)
+    assert once == panel_text + "\r\n***\r\n\r\n" + "\r\n".join(SUMMARY) + "\r\n"
+    again = with_panel(once, LATER)
+    assert again == panel_text + "\r\n***\r\n\r\n" + "\r\n".join(LATER) + "\r\n"
+
+
+def test_text_right_under_the_measures_is_not_swallowed_by_the_callout() -> None:
+    text = "---\nsamples: 2\n---\n> [!measures]\n> ```measures-yaml\n> - id: a\n> ```\nMine.\n"
+    once = with_panel(text, LATER)
+    assert once == ("---\nsamples: 2\n---\n> [!measures]\n> ```measures-yaml\n> - id: a\n"
+                    "> ```\n\n***\n\n" + "\n".join(LATER) + "\n\nMine.\n")
+    assert parse(once).lines[-1] == "Mine.\n"
+    assert with_panel(once, LATER) == once
+
+
+def test_a_note_ending_without_a_newline_still_does() -> None:
+    text = seed_panel().rstrip("\n")
+    assert with_panel(text, LATER) == text + "\n\n***\n\n" + "\n".join(LATER)
+
+
+def test_a_folded_summary_stays_folded_and_a_user_s_panel_callout_is_left() -> None:
+    users = "> [!panel] My panel of experts\n> Dr. A, Dr. B.\n"
+    text = (seed_panel() + "\n" + users + "\n***\n\n> [!panel]- Run old · 0 of 2 answers\n"
+            "> old\n\n***\n\n> [!panel] Run older · 0 of 2 answers\n> older\n\nEnd.\n")
+    replaced = with_panel(text, LATER)
+    assert replaced == (seed_panel() + "\n" + users + "\n***\n\n"
+                        "> [!panel]- Run 2026-12-02T14:35:07Z · 2 of 2 answers\n> | x |\n"
+                        "\nEnd.\n")

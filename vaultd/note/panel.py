@@ -27,7 +27,7 @@ from vaultd.note import yamlread
 from vaultd.note.measures import Measure
 from vaultd.note.overrides import read_overrides
 from vaultd.note.properties import DEFAULT_PREFIX
-from vaultd.note.render import code_callout, quote, render_value
+from vaultd.note.render import PANEL_TITLE, code_callout, quote, render_value
 from vaultd.note.results import NoteResults, Typed, note_results
 from vaultd.note.text import Note, Property, strip_eol
 from vaultd.stats import fisher_exact, mean_interval, wilson
@@ -332,7 +332,7 @@ def summary_lines(run: str, assistants: Sequence[str], measures: Sequence[Measur
     kinds = {m.id: _kind(_collect(m.id, [*judged, *filter(_is_judged, before)]).values)
              for m in measures}
     total = samples * len(list(dict.fromkeys(assistants))) or len(now)
-    lines = [f"> [!panel] Run {run} · {len(judged)} of {total} answers"]
+    lines = [f"> [!panel] {PANEL_TITLE}{run} · {len(judged)} of {total} answers"]
     body: list[str] = []
     body += _section("Measures", _measures_table(names, measures, kinds, judged))
     for measure in measures:

@@ -32,6 +32,8 @@ from vaultd.note.render import evaluation_block, evaluation_pair
 from vaultd.note.splice import Changes, apply
 from vaultd.note.text import parse
 
+from .conftest import run_cli, run_process
+
 SEED = (Path(__file__).parent / "data" / "seed-note.md").read_text(encoding="utf-8")
 RUN = "2026-12-02T14:35:07Z"
 
@@ -564,3 +566,100 @@ def test_a_folded_summary_stays_folded_and_a_user_s_panel_callout_is_left() -> N
     assert replaced == (seed_panel() + "\n" + users + "\n***\n\n"
                         "> [!panel]- Run 2026-12-02T14:35:07Z · 2 of 2 answers\n> | x |\n"
                         "\nEnd.\n")
+
+
+# --- vaultd check -----------------------------------------------------------------------
+
+SDK = "is not a model the installed anthropic SDK knows"
+QUERY_AND_MEASURES = (
+    "\n> [!query]\n> ```query-text\n> Which drugs?\n> ```\n\n"
+    "> [!measures]\n> ```measures-yaml\n> - id: named\n>   type: ai\n"
+    ">   prompt: 'Is Poteligeo named? true or false'\n> ```\n")
+
+
+def test_check_reports_a_panel_note_s_bad_settings_on_their_lines(
+    vault: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    note = vault / "panel.md"
+    note.write_text("---\nStatus: Pending\nsamples: 0\nassistants: [claude-sonet-5-5, "
+                    "claude-opus-5]\n---\n" + QUERY_AND_MEASURES
+                    + "\n> [!answer]\n> ```answer-text\n> Mine.\n> ```\n", encoding="utf-8")
+    before = note.read_bytes()
+
+    ran = run_cli("check", str(vault), capsys=capsys)
+
+    assert ran.code == 1
+    assert ran.out.splitlines() == [
+        f"{note}:3: property `samples`: `0` is not a whole number from 1 to 100 "
+        "(e.g. samples: 10)",
+        f"{note}:4: warning: property `assistants`: assistant `claude-sonet-5-5` {SDK} "
+        "(did you mean `claude-sonnet-5-5`?)",
+        f"{note}:19: warning: this `[!answer]` is left as it is and not judged: a panel "
+        "note's answers come from its assistants",
+        "vaultd: 1 notes checked, 1 with problems, 1 with warnings",
+    ]
+    assert note.read_bytes() == before  # check writes nothing
+
+
+def test_check_passes_a_good_panel_note_and_its_answer_notes(
+    vault: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    panel = vault / "Queries" / "Sezary second-line.md"
+    panel.parent.mkdir()
+    panel_text = seed_panel("samples: 5\nassistants:\n  - claude-opus-5\n  - claude-sonnet-5-5\n"
+                            "model: claude-haiku-4-5\n")
+    panel.write_text(panel_text, encoding="utf-8")
+    folder = vault / "Queries" / "Sezary second-line"
+    folder.mkdir()
+    answer = folder / answer_file_name(RUN, "claude-opus-5", 1)
+    answer.write_text(answer_note_text(parse(panel_text), "Queries/Sezary second-line.md", RUN,
+                                       "claude-opus-5", "claude-opus-5", 1, "Poteligeo."),
+                      encoding="utf-8")
+
+    ran = run_cli("check", str(vault), capsys=capsys)
+
+    assert (ran.code, ran.out) == (0, "vaultd: 2 notes checked, 0 with problems\n")
+
+
+def test_check_warns_of_an_answer_note_s_judge_not_of_who_answered(
+    vault: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    note = vault / "a.md"
+    note.write_text('---\nStatus: Pending\npanel: "[[P]]"\nassistant: claude-opus-5\n'
+                    "model: claude-opus-5\nsample: 1\nrun: \"2026-12-02T14:35:07Z\"\n"
+                    "judge: claude-haiku-45\n---\n" + QUERY_AND_MEASURES
+                    + "\n> [!answer]\n> ```answer-text\n> Poteligeo.\n> ```\n",
+                    encoding="utf-8")
+
+    ran = run_cli("check", str(note), capsys=capsys)
+
+    assert (ran.code, ran.out.splitlines()) == (0, [
+        f"{note}:8: warning: property `judge`: `claude-haiku-45` {SDK} "
+        "(did you mean `claude-haiku-4-5`?)",
+        "vaultd: 1 notes checked, 0 with problems, 1 with warnings",
+    ])
+
+
+def test_check_in_a_real_process_names_each_bad_panel_setting(vault: Path) -> None:
+    for name, settings in (("lots", "samples: lots\n"), ("many", "samples: 101\n"),
+                           ("three", "assistants: 3\n"),
+                           ("colon", 'assistants: ["llama3.3:70b"]\n')):
+        (vault / f"{name}.md").write_text(f"---\nStatus: Pending\n{settings}---\n"
+                                          + QUERY_AND_MEASURES, encoding="utf-8")
+    (vault / "plain.md").write_text("---\nStatus: Pending\n---\n" + QUERY_AND_MEASURES,
+                                    encoding="utf-8")
+
+    ran = run_process("check", str(vault))
+
+    assert ran.code == 1, ran
+    assert sorted(ran.out.splitlines()) == sorted([
+        f"{vault / 'colon.md'}:3: property `assistants`: `llama3.3:70b` holds \":\", not "
+        "allowed in a file name (no #^[]|:*?\"<>\\/ in a name)",
+        f"{vault / 'lots.md'}:3: property `samples`: `lots` is not a whole number from 1 to "
+        "100 (e.g. samples: 10)",
+        f"{vault / 'many.md'}:3: property `samples`: 101 is more than 100 samples "
+        "(e.g. samples: 100)",
+        f"{vault / 'three.md'}:3: property `assistants`: `3` is not a name "
+        "(e.g. assistants: [claude-sonnet-5-5, claude-opus-4-1])",
+        "vaultd: 5 notes checked, 4 with problems",
+    ])

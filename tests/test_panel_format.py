@@ -6,11 +6,14 @@ splice of the ``[!panel]`` callout. Pure functions, real note text, byte-exact r
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import mistune
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from vaultd.errors import Problem
@@ -641,10 +644,10 @@ def test_check_warns_of_an_answer_note_s_judge_not_of_who_answered(
 
 
 def test_check_in_a_real_process_names_each_bad_panel_setting(vault: Path) -> None:
-    for name, settings in (("lots", "samples: lots\n"), ("many", "samples: 101\n"),
-                           ("three", "assistants: 3\n"),
-                           ("colon", 'assistants: ["llama3.3:70b"]\n')):
-        (vault / f"{name}.md").write_text(f"---\nStatus: Pending\n{settings}---\n"
+    for name, frontmatter in (("lots", "samples: lots\n"), ("many", "samples: 101\n"),
+                              ("three", "assistants: 3\n"),
+                              ("colon", 'assistants: ["llama3.3:70b"]\n')):
+        (vault / f"{name}.md").write_text(f"---\nStatus: Pending\n{frontmatter}---\n"
                                           + QUERY_AND_MEASURES, encoding="utf-8")
     (vault / "plain.md").write_text("---\nStatus: Pending\n---\n" + QUERY_AND_MEASURES,
                                     encoding="utf-8")
@@ -663,3 +666,26 @@ def test_check_in_a_real_process_names_each_bad_panel_setting(vault: Path) -> No
         "(e.g. assistants: [claude-sonnet-5-5, claude-opus-4-1])",
         "vaultd: 5 notes checked, 4 with problems",
     ])
+
+
+
+NAME = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30).map(
+    str.strip).filter(bool)
+FILE_NAME = NAME.filter(lambda name: not any(c in name for c in '#^[]|:*?"<>\\/'))
+
+
+@settings(max_examples=100, deadline=None)
+@given(FILE_NAME, NAME, NAME, st.integers(1, 100), st.text(max_size=200))
+def test_any_answer_note_reads_back_as_written(panel_name: str, assistant: str, model: str,
+                                               sample: int, answer: str) -> None:
+    panel_text = seed_panel()
+    text = answer_note_text(parse(panel_text), f"Queries/{panel_name}.md", RUN, assistant,
+                            model, sample, answer)
+    note = parse(text)
+    got = read_answer(f"Queries/{panel_name}/x.md", note, "eval_")
+    assert got is not None
+    assert (got.panel, got.run, got.assistant, got.model, got.sample, got.status) == (
+        panel_name, RUN, assistant, model, sample, "Pending")
+    assert note.block_text("answer", ("text",)) == re.sub(r"\r\n|\r", "\n", answer)
+    assert measures_lines(text) == measures_lines(panel_text)
+    assert "/" not in answer_file_name(RUN, assistant, sample)

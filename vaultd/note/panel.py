@@ -26,7 +26,7 @@ from vaultd.errors import Problem, one_line
 from vaultd.note import yamlread
 from vaultd.note.measures import Measure
 from vaultd.note.overrides import read_overrides
-from vaultd.note.properties import DEFAULT_PREFIX
+from vaultd.note.properties import DEFAULT_PREFIX, yaml_value
 from vaultd.note.render import PANEL_TITLE, code_callout, quote, render_value
 from vaultd.note.results import NoteResults, Typed, note_results
 from vaultd.note.text import Note, Property, strip_eol
@@ -192,11 +192,11 @@ def answer_note_text(panel: Note, panel_name: str, run: str, assistant: str, mod
     head = [
         "---",
         "Status: Pending",
-        f"panel: {json.dumps(f'[[{name}]]', ensure_ascii=False)}",
+        f"panel: {_yaml_text(f'[[{name}]]')}",
         f"assistant: {_yaml_text(assistant)}",
         f"model: {_yaml_text(model)}",
         f"sample: {int(sample)}",
-        f"run: {json.dumps(run)}",
+        f"run: {_yaml_text(run)}",
     ]
     judge = read_overrides(panel)[0].model
     if judge is not None:
@@ -224,14 +224,9 @@ def answer_note_text(panel: Note, panel_name: str, run: str, assistant: str, mod
 
 
 def _yaml_text(text: str) -> str:
-    """``text`` as a YAML value: plain where YAML reads it back as that text, else quoted."""
-    if text == text.strip() and text and "\n" not in text and "\r" not in text:
-        try:
-            if yamlread.load(text) == text:
-                return text
-        except yaml.YAMLError:
-            pass
-    return json.dumps(text, ensure_ascii=False)
+    """``text`` as a YAML value that reads back as that text in YAML 1.1 and 1.2 alike:
+    plain where that is safe, else double-quoted (as results are written as properties)."""
+    return yaml_value(text) or json.dumps(text, ensure_ascii=False)
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,24 @@ callout (:func:`summary_lines`) are computed from those answer notes' typed resu
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import yaml
 
-from vaultd.errors import Problem
+from vaultd.errors import Problem, one_line
 from vaultd.note import yamlread
+from vaultd.note.measures import Measure
 from vaultd.note.overrides import read_overrides
-from vaultd.note.properties import DEFAULT_PREFIX
-from vaultd.note.render import code_callout
-from vaultd.note.results import NoteResults, note_results
+from vaultd.note.properties import DEFAULT_PREFIX, yaml_value
+from vaultd.note.render import PANEL_TITLE, code_callout, quote, render_value
+from vaultd.note.results import NoteResults, Typed, note_results
 from vaultd.note.text import Note, Property, strip_eol
+from vaultd.stats import fisher_exact, mean_interval, wilson
 
 MAX_SAMPLES = 100
 RUN_ID = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d):(\d\d):(\d\d)Z$")  # 2026-12-02T14:35:07Z
@@ -186,11 +192,11 @@ def answer_note_text(panel: Note, panel_name: str, run: str, assistant: str, mod
     head = [
         "---",
         "Status: Pending",
-        f"panel: {json.dumps(f'[[{name}]]', ensure_ascii=False)}",
+        f"panel: {_yaml_text(f'[[{name}]]')}",
         f"assistant: {_yaml_text(assistant)}",
         f"model: {_yaml_text(model)}",
         f"sample: {int(sample)}",
-        f"run: {json.dumps(run)}",
+        f"run: {_yaml_text(run)}",
     ]
     judge = read_overrides(panel)[0].model
     if judge is not None:
@@ -218,14 +224,9 @@ def answer_note_text(panel: Note, panel_name: str, run: str, assistant: str, mod
 
 
 def _yaml_text(text: str) -> str:
-    """``text`` as a YAML value: plain where YAML reads it back as that text, else quoted."""
-    if text == text.strip() and text and "\n" not in text and "\r" not in text:
-        try:
-            if yamlread.load(text) == text:
-                return text
-        except yaml.YAMLError:
-            pass
-    return json.dumps(text, ensure_ascii=False)
+    """``text`` as a YAML value that reads back as that text in YAML 1.1 and 1.2 alike:
+    plain where that is safe, else double-quoted (as results are written as properties)."""
+    return yaml_value(text) or json.dumps(text, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -302,3 +303,283 @@ def _text_property(note: Note, key: str) -> str | None:
 def _sample(note: Note) -> int | None:
     text = _text_property(note, "sample")
     return int(text) if text is not None and text.isdigit() and text.isascii() else None
+
+
+# --- the summary ------------------------------------------------------------------------
+
+Kind = Literal["boolean", "number", "text", "list"]
+Value = bool | int | float | str | tuple[str, ...]
+_JUDGED = ("done", "error")
+_NONE = "\u2014"  # an em dash: a cell with nothing to show
+_TO = "\u2013"  # an en dash, between an interval's ends
+_TEXT_LIMIT = 80  # a text value's characters in a cell
+
+
+@dataclass(frozen=True)
+class _Values:
+    """One measure over some answers: the values of those it succeeded in, and the rest."""
+
+    values: tuple[Value, ...]
+    failed: int = 0
+    skipped: int = 0
+
+
+def summary_lines(run: str, assistants: Sequence[str], measures: Sequence[Measure],
+                  answers: Sequence[AnswerNote], samples: int,
+                  earlier: Sequence[AnswerNote] = ()) -> list[str]:
+    """The panel note's whole ``> [!panel]`` callout, as lines without endings (the splicer
+    gives them the note's own): a title naming the run and how many of its
+    ``samples`` times ``assistants`` answers are judged, then the Measures, Mentions, Answers and
+    Runs tables of the contract.
+
+    ``assistants`` are the columns, in order (an assistant found only in ``answers`` gets a
+    column after them); ``answers`` are the run's answer notes (others are left out),
+    ``earlier`` the answer notes of the note's earlier runs. An answer note counts once it
+    is judged (``Done`` or ``Error``); the Answers table links every one.
+    """
+    now = [a for a in answers if a.run == run]
+    before = [a for a in earlier if a.run != run]
+    names = list(dict.fromkeys([*assistants, *(a.assistant for a in now)]))
+    judged = [a for a in now if _is_judged(a)]
+    kinds = {m.id: _kind(_collect(m.id, [*judged, *filter(_is_judged, before)]).values)
+             for m in measures}
+    total = samples * len(list(dict.fromkeys(assistants))) or len(now)
+    lines = [f"> [!panel] {PANEL_TITLE}{run} · {len(judged)} of {total} answers"]
+    body: list[str] = []
+    body += _section("Measures", _measures_table(names, measures, kinds, judged))
+    for measure in measures:
+        if kinds[measure.id] == "list":
+            if "**Mentions**" not in body:
+                body += ["**Mentions**", ""]
+            body += [*_mentions_table(names, measure, judged), ""]
+    body += _section("Answers", _answers_table(names, now))
+    body += _section("Runs", _runs_table(names, measures, kinds, [*now, *before]))
+    return lines + quote(body[:-1])
+
+
+def panel_figures(measures: Sequence[Measure], answers: Sequence[AnswerNote]) -> dict[str, Typed]:
+    """The run's figure per measure id, over all ``answers`` (those it succeeded in): the
+    share true of a boolean (four decimals), the mean of a number (four decimals; text
+    values beside the numbers left out), the most common value of a text; no figure for a
+    list, nor for a measure with no value."""
+    judged = [a for a in answers if _is_judged(a)]
+    figures: dict[str, Typed] = {}
+    for measure in measures:
+        values = _collect(measure.id, judged).values
+        kind = _kind(values)
+        if kind == "boolean":
+            bools = [v for v in values if isinstance(v, bool)]
+            figures[measure.id] = round(sum(bools) / len(bools), 4)
+        elif kind == "number":
+            numbers = _numbers(values)
+            figures[measure.id] = round(math.fsum(numbers) / len(numbers), 4)
+        elif kind == "text" and values:
+            figures[measure.id] = _ranked(_texts(values))[0][0]
+    return figures
+
+
+def _is_judged(answer: AnswerNote) -> bool:
+    return answer.status.lower() in _JUDGED
+
+
+def _collect(measure_id: str, answers: Iterable[AnswerNote]) -> _Values:
+    values: list[Value] = []
+    failed = skipped = 0
+    for answer in answers:
+        result = answer.results.result(measure_id)
+        state = result.state if result is not None else "error"
+        if result is None or state == "error":
+            failed += 1
+        elif state == "skipped":
+            skipped += 1
+        elif isinstance(result.value, tuple):
+            values.append(result.items)
+        else:
+            values.append("null" if result.value is None else result.value)
+    return _Values(tuple(values), failed, skipped)
+
+
+def _kind(values: Sequence[Value]) -> Kind:
+    """A list measure if any answer gave a list; else number if any gave a number; else
+    boolean if any gave true or false; else text."""
+    if any(isinstance(v, tuple) for v in values):
+        return "list"
+    if _numbers(values):
+        return "number"
+    if any(isinstance(v, bool) for v in values):
+        return "boolean"
+    return "text"
+
+
+def _numbers(values: Sequence[Value]) -> list[float]:
+    return [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+
+
+def _texts(values: Sequence[Value]) -> list[str]:
+    """Each value as the text a cell shows of it (a list's items joined)."""
+    return [", ".join(v) if isinstance(v, tuple) else render_value(v) for v in values]
+
+
+def _ranked(items: Iterable[str]) -> list[tuple[str, int]]:
+    """Counted, most first; ties in alphabetical order."""
+    return sorted(Counter(items).items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+def _cell(kind: Kind, found: _Values) -> str:
+    values = found.values
+    ok = len(values)
+    parts: list[str] = []
+    others: list[Value] = []
+    if kind == "boolean":
+        bools = [v for v in values if isinstance(v, bool)]
+        others = [v for v in values if not isinstance(v, bool)]
+        if bools:
+            parts.append(_share(sum(bools), len(bools)))
+    elif kind == "number":
+        numbers = _numbers(values)
+        others = [v for v in values if isinstance(v, bool) or not isinstance(v, int | float)]
+        if numbers:
+            mean, interval = mean_interval(numbers)
+            spread = f" ({_number(interval.low)}{_TO}{_number(interval.high)})" if interval else ""
+            parts.append(f"{_number(mean)}{spread} · n={len(numbers)}")
+    elif kind == "list":
+        named = _ranked(item for v in values if isinstance(v, tuple) for item in set(v))
+        if named:
+            parts.append(f"{_text(named[0][0])} {named[0][1]}/{ok}")
+        elif ok:
+            parts.append(f"no items · n={ok}")
+    elif values:
+        value, count = _ranked(_texts(values))[0]
+        parts.append(f"{_text(value)} {count}/{ok}")
+    parts += [f"{_text(value)} {count}/{ok}" for value, count in _ranked(_texts(others))]
+    if found.failed:
+        parts.append(f"{found.failed} failed")
+    if found.skipped:
+        parts.append(f"{found.skipped} skipped")
+    return " · ".join(parts) or _NONE
+
+
+def _share(count: int, n: int) -> str:
+    """``3/5 · 60% (23-88%)`` (an en dash): the count, the share, its 95% Wilson interval."""
+    interval = wilson(count, n)
+    return (f"{count}/{n} · {_percent(count / n)}% "
+            f"({_percent(interval.low)}{_TO}{_percent(interval.high)}%)")
+
+
+def _percent(share: float) -> str:
+    return str(math.floor(share * 100 + 0.5))  # half up, as people round
+
+
+def _number(value: float) -> str:
+    """At most two decimals, trailing zeros dropped: ``2.4``, ``-0.1``, ``3``."""
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _p_value(p: float) -> str:
+    """Two decimals, or two significant digits below 0.01 (``0.0083``, ``0.008``)."""
+    if p >= 0.01:
+        return f"{p:.2f}"
+    digits = 1 - math.floor(math.log10(p)) if p > 0 else 2
+    return f"{p:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def _text(text: str) -> str:
+    """Text for a table cell: one line, not too long, its pipes escaped."""
+    return one_line(text, _TEXT_LIMIT).replace("|", "\\|")
+
+
+def _section(title: str, table: list[str]) -> list[str]:
+    return [f"**{title}**", "", *table, ""]
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    return [_row(head), _row(["---"] * len(head)), *(_row(row) for row in rows)]
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _of(answers: Sequence[AnswerNote], assistant: str) -> list[AnswerNote]:
+    return [a for a in answers if a.assistant == assistant]
+
+
+def _measures_table(names: Sequence[str], measures: Sequence[Measure], kinds: dict[str, Kind],
+                    judged: Sequence[AnswerNote]) -> list[str]:
+    rows = [[_text(m.label), *(_cell(kinds[m.id], _collect(m.id, _of(judged, name)))
+                               for name in names)] for m in measures]
+    return _table(["Measure", *map(_text, names)], rows)
+
+
+def _mentions_table(names: Sequence[str], measure: Measure,
+                    judged: Sequence[AnswerNote]) -> list[str]:
+    """Share of voice: per item any answer names, per assistant the share of answers naming
+    it (with its interval) and its mean position in the list (1 = first)."""
+    lists = {name: [v for v in _collect(measure.id, _of(judged, name)).values
+                    if isinstance(v, tuple)] for name in names}
+    every = [item for found in lists.values() for items in found for item in set(items)]
+    rows = []
+    for item, _count in _ranked(every):
+        row = [_text(item)]
+        for name in names:
+            found = lists[name]
+            positions = [items.index(item) + 1 for items in found if item in items]
+            cell = _share(len(positions), len(found)) if found else _NONE
+            if positions:
+                cell += f" · pos {_number(math.fsum(positions) / len(positions))}"
+            row.append(cell)
+        rows.append(row)
+    return _table([_text(measure.label), *map(_text, names)], rows)
+
+
+def _answers_table(names: Sequence[str], answers: Sequence[AnswerNote]) -> list[str]:
+    rows = []
+    for name in names:
+        links = []
+        for answer in sorted(_of(answers, name), key=lambda a: (a.sample, a.name)):
+            link = f"[[{answer.name.replace('|', '-')}\\|{answer.sample}]]"
+            status = answer.status.lower()
+            links.append(link if status == "done" else f"{link} ({status or 'pending'})")
+        rows.append([_text(name), " ".join(links) or _NONE])
+    return _table(["Assistant", "Answers"], rows)
+
+
+def _runs_table(names: Sequence[str], measures: Sequence[Measure], kinds: dict[str, Kind],
+                answers: Sequence[AnswerNote]) -> list[str]:
+    """A row per run, newest first: its judged answers, and each boolean measure's share per
+    assistant, flagged where it differs from that assistant's run before (Fisher exact)."""
+    judged = [a for a in answers if _is_judged(a)]
+    runs = sorted({a.run for a in answers}, reverse=True)
+    booleans = [m for m in measures if kinds[m.id] == "boolean"]
+    head = ["Run", "Answers"]
+    columns: list[tuple[Measure, str]] = [(m, name) for m in booleans for name in names]
+    head += [_text(m.label if len(names) == 1 else f"{m.label} · {name}")
+             for m, name in columns]
+    counts: dict[tuple[str, str, str], tuple[int, int]] = {}  # (measure, who, run) -> t, n
+    for measure, name in columns:
+        for run in runs:
+            bools = [v for v in _collect(measure.id, [a for a in _of(judged, name)
+                                                      if a.run == run]).values
+                     if isinstance(v, bool)]
+            if bools:
+                counts[(measure.id, name, run)] = (sum(bools), len(bools))
+    rows = []
+    for index, run in enumerate(runs):
+        row = [run, str(sum(1 for a in judged if a.run == run))]
+        for measure, name in columns:
+            now = counts.get((measure.id, name, run))
+            if now is None:
+                row.append(_NONE)
+                continue
+            cell = f"{_percent(now[0] / now[1])}%"
+            older = next((counts[key] for key in ((measure.id, name, r) for r in runs[index + 1:])
+                          if key in counts), None)
+            if older is not None:
+                p = fisher_exact(now[0], now[1] - now[0], older[0], older[1] - older[0])
+                if p < 0.05:
+                    arrow = "↑" if now[0] / now[1] > older[0] / older[1] else "↓"
+                    cell += f" {arrow} p={_p_value(p)}"
+            row.append(cell)
+        rows.append(row)
+    return _table(head, rows)

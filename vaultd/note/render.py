@@ -104,6 +104,7 @@ def evaluation_block(pairs: list[list[str]]) -> list[str]:
 
 
 ERROR_TITLE = "vaultd could not run this note"
+PANEL_TITLE = "Run "  # how vaultd's [!panel] summary's title starts: Run <run id> · ...
 
 
 def error_callout(messages: list[str]) -> list[str]:

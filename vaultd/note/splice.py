@@ -2,7 +2,8 @@
 
 vaultd owns its frontmatter properties (``Status``'s value, ``Error``, ``Evaluated``, the
 results it writes as properties and their record), an answer callout it generated, the
-evaluation pairs, and its ``[!error]`` callout. Every other line is copied through
+evaluation pairs, its ``[!error]`` callout, and a panel note's ``[!panel]`` summary (the
+one whose title starts ``Run ``). Every other line is copied through
 untouched, line ending and all. New lines take the note's dominant line ending (a
 rewritten property line keeps its own, and its comment and trailing spaces); a note that
 ended without a final newline still does. A property is edited line by line: replacing a
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from vaultd.note.render import ERROR_TITLE, code_block, code_callout
+from vaultd.note.render import ERROR_TITLE, PANEL_TITLE, code_block, code_callout
 from vaultd.note.text import (
     Callout,
     Note,
@@ -45,6 +46,8 @@ class Changes:
     results: Lines | None = None
     error: Lines | None = None
     clear_error: bool = False
+    # a panel note's whole ``> [!panel]`` callout (vaultd.note.panel.summary_lines)
+    panel: Lines | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ def apply(note: Note, changes: Changes) -> str:
         edits.extend(_replace_units(note, _evaluation_units(note), changes.results, appends))
     if changes.error is not None or changes.clear_error:
         edits.extend(_replace_units(note, _error_units(note), changes.error, appends))
+    if changes.panel is not None:
+        edits.extend(_panel_edits(note, changes.panel, appends))
     return _render(note, edits, appends)
 
 
@@ -187,6 +192,29 @@ def _answer_edits(note: Note, answer: str, appends: list[Lines]) -> list[_Edit]:
         appends.append(block)
         return []
     return [_Edit(query.end, query.end, ["", *block])]
+
+
+# -- the panel summary -----------------------------------------------------------------
+
+
+def _panel_edits(note: Note, panel: Lines, appends: list[Lines]) -> list[_Edit]:
+    """The summary where vaultd's ``[!panel]`` callout stands (its fold kept, any second one
+    removed), else in its own part after the ``[!measures]`` callout, else at the end."""
+    own = [c for c in note.callouts if c.kind == "panel" and c.title.startswith(PANEL_TITLE)]
+    if own:
+        first, *rest = own
+        head = "> [!panel]"
+        if first.fold and panel and panel[0].startswith(head + " "):
+            panel = [head + first.fold + panel[0][len(head):], *panel[1:]]
+        return [_Edit(first.start, first.end, list(panel)),
+                *_replace_units(note, [(_lead_in(note, c), c.end) for c in rest], None, [])]
+    measures = note.first("measures")
+    if measures is None:
+        appends.append(["***", "", *panel])
+        return []
+    after = measures.end
+    apart = [""] if after < len(note.lines) and not is_blank(note.lines[after]) else []
+    return [_Edit(after, after, ["", "***", "", *panel, *apart])]
 
 
 # -- owned units: evaluation pairs and the error callout ------------------------------

@@ -10,6 +10,7 @@ from vaultd.edges.model import known_models, unknown_model
 from vaultd.edges.vault import find_vault, iter_notes, read_note
 from vaultd.errors import ConfigError, FormatError, NoteReadError, Problem
 from vaultd.evaluate.prepare import Checked, check_note
+from vaultd.note.panel import PanelSpec, read_panel
 from vaultd.note.properties import collisions
 from vaultd.note.text import Note, not_vaultds, pending_hint
 
@@ -22,8 +23,9 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
     Only vaultd's notes (:func:`vaultd.note.text.not_vaultds`) are checked in a folder; a note
     named on the command line that is not one says so, and why. The config of the vault
     each path is in is checked too (once), and gives the property prefix; a measure whose
-    property a user's property holds, or a model name the installed SDK does not know, is
-    a warning, not a problem.
+    property a user's property holds, a model name the installed SDK does not know (an
+    assistant's too), or an ``[!answer]`` in a panel note (left as it is, not judged), is a
+    warning, not a problem.
     """
     checked = with_problems = with_warnings = 0
     prefixes: dict[Path | None, str] = {}
@@ -73,6 +75,8 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
                 good = check_note(note)
             except FormatError as exc:
                 problems = list(exc.problems)
+            spec, panel_problems = read_panel(note)
+            problems.extend(p for p in panel_problems if p not in problems)
             near = pending_hint(note)
             if near:
                 problems.append(Problem(near[0], f"not pending: this Status line is {near[1]}",
@@ -87,6 +91,8 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
                         for c in collisions(note, prefixes[vault], good.plan.measures)]
             known = known_models() if known is None else known
             warnings.extend(_model_warnings(note, good, known))
+            if spec is not None:
+                warnings.extend(_panel_warnings(note, spec, known))
             with_warnings += bool(warnings)
             for line, message in sorted(warnings):
                 print(f"{note_path}:{line}: warning: {message}", file=out)
@@ -104,7 +110,8 @@ def _model_warnings(note: Note, good: Checked, known: frozenset[str]) -> list[tu
     """(line, warning) for each model name the note or its measures give that the installed
     SDK does not know (a `model: M1 Pro` in a product note, or a typo)."""
     found: list[tuple[int, str]] = []
-    for key, name in (("model", good.overrides.model),
+    answer_note = note.frontmatter is not None and note.frontmatter.get("panel") is not None
+    for key, name in (("judge" if answer_note else "model", good.overrides.model),
                       ("answer_model", good.overrides.answer_model)):
         prop = note.frontmatter.get(key) if note.frontmatter else None
         warning = unknown_model(name, known) if name else None
@@ -115,4 +122,20 @@ def _model_warnings(note: Note, good: Checked, known: frozenset[str]) -> list[tu
         warning = unknown_model(measure.model, known) if measure.model else None
         if warning:
             found.append((measure.line, f"measure `{measure.id}`: model {warning}"))
+    return found
+
+
+def _panel_warnings(note: Note, spec: PanelSpec, known: frozenset[str]) -> list[tuple[int, str]]:
+    """(line, warning) for a panel note's assistant names the installed SDK does not know
+    (issue 14: an assistant is an Anthropic model), and for an ``[!answer]`` it holds."""
+    found: list[tuple[int, str]] = []
+    prop = note.frontmatter.get("assistants") if note.frontmatter else None
+    for name in spec.assistants:
+        warning = unknown_model(name, known)
+        if warning and prop:
+            spelled = prop.key.strip("'\"")
+            found.append((prop.start + 1, f"property `{spelled}`: assistant {warning}"))
+    for callout in note.callouts_of("answer"):
+        found.append((callout.start + 1, "this `[!answer]` is left as it is and not judged: "
+                                         "a panel note's answers come from its assistants"))
     return found

@@ -2,7 +2,10 @@
 
 ``model`` and ``answer_model`` (text), ``max_tokens`` and ``answer_max_tokens`` (a whole
 number above 0), ``max_cost_usd`` (a number above 0: the most a run of the note may be
-estimated to cost, :mod:`vaultd.evaluate.estimate`) and ``cache`` (true or false), matched case-insensitively. A property
+estimated to cost, :mod:`vaultd.evaluate.estimate`) and ``cache`` (true or false), matched
+case-insensitively. In an answer note (a note with a ``panel`` property, see
+:mod:`vaultd.note.panel`) ``model`` is the model that wrote the answer, not a setting:
+there the judge comes from ``judge``. A property
 that is missing or empty leaves the vault's setting; any other value that is not of its
 kind is a :class:`Problem` on the property's line, so a note with ``max_tokens: lots``
 is not run but says why.
@@ -43,8 +46,9 @@ def read_overrides(note: Note) -> tuple[Overrides, list[Problem]]:
     problems: list[Problem] = []
     if note.frontmatter is None:
         return Overrides(), problems
+    answer_note = note.frontmatter.get("panel") is not None
     for name in (*_TEXT, *_COUNTS, "cache", "max_cost_usd"):
-        prop = note.frontmatter.get(name)
+        prop = note.frontmatter.get("judge" if answer_note and name == "model" else name)
         if prop is None:
             continue
         line = prop.start + 1

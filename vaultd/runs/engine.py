@@ -37,6 +37,7 @@ from vaultd.errors import (
 )
 from vaultd.evaluate.ask import Deferred, ModelReply, ModelRequest
 from vaultd.evaluate.cost import Usage
+from vaultd.evaluate.estimate import note_over_budget
 from vaultd.evaluate.graph import Plan, plan
 from vaultd.evaluate.runner import Effects, ModelChoice, run_plan, shared_contexts
 from vaultd.note.measures import Measure, read_block
@@ -296,6 +297,12 @@ class Engine:
             session.commit(Changes(status="Error", properties=self._final_props(summary),
                                    error=error_callout(lines), results=None))
             return NoteResult(path, "error", summary)
+        why = note_over_budget(note, checked.plan, checked.query, checked.answer,
+                               checked.overrides, self.options.settings)
+        if why is not None:  # its estimated cost is above max_cost_usd: nothing is sent
+            session.commit(Changes(status="Error", properties=self._final_props(why),
+                                   error=error_callout([why]), results=None))
+            return NoteResult(path, "error", why)
         session.plan = checked.plan
         # A note that asks the model when no request can be made (no key, a refused key, the
         # API unreachable) waits, untouched: its results so far stay as they are.

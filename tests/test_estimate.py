@@ -178,6 +178,8 @@ def test_dry_run_sends_nothing_and_writes_nothing(vault: Path, api: FakeMessages
     (vault / "Queries" / "panel.md").write_text(PANEL, encoding="utf-8")
     (vault / "bad.md").write_text(
         SEED.replace("Status: Pending", "Status: Pending\nmax_cost_usd: lots"), encoding="utf-8")
+    (vault / "bad panel.md").write_text(PANEL.replace("samples: 5", "samples: 0"),
+                                        encoding="utf-8")
     (vault / "done.md").write_text(SEED.replace("Status: Pending", "Status: Done"),
                                    encoding="utf-8")
     before = snapshot(vault.parent)
@@ -188,7 +190,9 @@ def test_dry_run_sends_nothing_and_writes_nothing(vault: Path, api: FakeMessages
     assert snapshot(vault.parent) == before  # no byte, no mtime changed; no .vaultd made
     assert not (vault / ".vaultd").exists()
     assert ran.err == ""
-    assert ran.out.splitlines() == [
+    lines = ran.out.splitlines()
+    assert lines[0].startswith("bad panel.md:3: ") and "samples" in lines[0]
+    assert lines[1:] == [
         "bad.md:3: property `max_cost_usd`: `lots` is not a number of US dollars above 0 "
         "(e.g. max_cost_usd: 2.50)",
         "Queries/panel.md: 30 requests (10 answers, 20 judgments), ~$1.96",
@@ -199,7 +203,7 @@ def test_dry_run_sends_nothing_and_writes_nothing(vault: Path, api: FakeMessages
         "vaultd:   claude-sonnet-5-5: 7 requests, 3,517 tokens in, 22,528 out, ~$0.35",
         "vaultd:   claude-haiku-4-5: 20 requests, 44,230 tokens in, 13,240 out, ~$0.11",
         "vaultd:   claude-opus-5: 5 requests, 80 tokens in, 20,480 out, ~$1.54",
-        "vaultd: 1 note with problems would end in Error",
+        "vaultd: 2 notes with problems would end in Error",
     ]
     assert ran.code == 1  # a note with a problem, as `vaultd check` says
 

@@ -14,7 +14,8 @@ The requests a run would send are counted from the note's plan, and their tokens
   reply stops when it is done;
 - nothing is taken off for vaultd's response cache or the API's prompt cache: whether a
   reply is cached is not known without the cache, so the figure is the upper bound of a
-  run in which nothing is cached.
+  run in which nothing is cached; a panel run that resumes sends only the answers it lacks,
+  and the estimate is for the whole run.
 
 Prices come from the vault's table (:mod:`vaultd.evaluate.cost`, the ``prices`` setting,
 then the family defaults); ``batch`` halves them, as the Message Batches API bills.

@@ -45,7 +45,7 @@ def dry_run(vault: Path, settings: Settings, out: TextIO, batch: bool = False) -
         except FormatError as exc:
             problems = list(exc.problems)
         panel, panel_problems = read_panel(note)
-        problems.extend(panel_problems)
+        problems.extend(p for p in panel_problems if p not in problems)  # once each
         if problems:
             troubled += 1
             for problem in sorted(problems, key=lambda p: (p.line or 0, p.message)):

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--processes", type=int,
                      help="with --once: processes to deal the notes out to (default: one per "
                      "core, up to 4, when there are at least 100 pending notes for each)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="with --once: print the requests each pending note would send and "
+                     "their estimated cost (an upper bound), sending and writing nothing")
     run.add_argument("--no-cache", dest="cache", action="store_const", const=False,
                      help="ask the model again even for requests it has answered before")
 
@@ -174,6 +177,12 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
     if args.batch and not args.once:
         print("vaultd: --batch works with --once", file=sys.stderr)
         return EXIT_USAGE
+    if args.dry_run and not args.once:
+        print("vaultd: --dry-run works with --once", file=sys.stderr)
+        return EXIT_USAGE
+    if args.dry_run:
+        from vaultd.runs.dryrun import dry_run
+        return dry_run(vault, settings, out, batch=args.batch)
     if not args.once:  # entry() exits without waiting for requests still in flight
         from vaultd.runs.daemon import run_daemon
         return run_daemon(vault, settings)

@@ -10,6 +10,7 @@ puts in a vault, generated from :class:`Settings` so that it never drifts from i
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -88,6 +89,10 @@ class Settings(BaseModel):
     prices: dict[str, Price] = Field(default_factory=dict, description="dollars per million "
                                      "tokens, per model: input, output, cache_read, "
                                      "cache_write")
+    max_cost_usd: float | None = Field(None, gt=0, description="a note whose run is estimated "
+                                       "to cost more US dollars than this is not started "
+                                       "(Status: Error, with the figures); inf: no limit (a "
+                                       "note's own `max_cost_usd` wins)")
 
     @field_validator("property_prefix")
     @classmethod
@@ -107,6 +112,11 @@ class Settings(BaseModel):
         if not value.lower().endswith(".md"):
             raise ValueError("must be a note: a name ending in .md")
         return value
+
+    @field_validator("max_cost_usd")
+    @classmethod
+    def _no_limit(cls, value: float | None) -> float | None:
+        return None if value is not None and math.isinf(value) else value  # TOML has no null
 
     @property
     def note_workers(self) -> int:
@@ -140,6 +150,8 @@ def config_toml() -> str:
 
 
 def _toml(value: Any) -> str:
+    if value is None:  # a setting that is off by default: TOML has no null, `inf` is no limit
+        return "inf"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

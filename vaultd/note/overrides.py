@@ -1,9 +1,11 @@
 """A note's own settings: the frontmatter properties that override the vault's. Pure.
 
 ``model`` and ``answer_model`` (text), ``max_tokens`` and ``answer_max_tokens`` (a whole
-number above 0) and ``cache`` (true or false), matched case-insensitively. In an answer
-note (a note with a ``panel`` property, see :mod:`vaultd.note.panel`) ``model`` is the
-model that wrote the answer, not a setting: there the judge comes from ``judge``. A property
+number above 0), ``max_cost_usd`` (a number above 0: the most a run of the note may be
+estimated to cost, :mod:`vaultd.evaluate.estimate`) and ``cache`` (true or false), matched
+case-insensitively. In an answer note (a note with a ``panel`` property, see
+:mod:`vaultd.note.panel`) ``model`` is the model that wrote the answer, not a setting:
+there the judge comes from ``judge``. A property
 that is missing or empty leaves the vault's setting; any other value that is not of its
 kind is a :class:`Problem` on the property's line, so a note with ``max_tokens: lots``
 is not run but says why.
@@ -32,6 +34,7 @@ class Overrides:
     max_tokens: int | None = None
     answer_max_tokens: int | None = None
     cache: bool | None = None
+    max_cost_usd: float | None = None
 
 
 def read_overrides(note: Note) -> tuple[Overrides, list[Problem]]:
@@ -39,11 +42,12 @@ def read_overrides(note: Note) -> tuple[Overrides, list[Problem]]:
     texts: dict[str, str] = {}
     counts: dict[str, int] = {}
     cache: bool | None = None
+    max_cost: float | None = None
     problems: list[Problem] = []
     if note.frontmatter is None:
         return Overrides(), problems
     answer_note = note.frontmatter.get("panel") is not None
-    for name in (*_TEXT, *_COUNTS, "cache"):
+    for name in (*_TEXT, *_COUNTS, "cache", "max_cost_usd"):
         prop = note.frontmatter.get("judge" if answer_note and name == "model" else name)
         if prop is None:
             continue
@@ -78,6 +82,15 @@ def read_overrides(note: Note) -> tuple[Overrides, list[Problem]]:
                         else f"e.g. {key}: 1024")
                 problems.append(Problem(line, f"property `{key}`: `{_shown(value)}` is not a "
                                         "whole number above 0", hint))
+        elif name == "max_cost_usd":
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                max_cost = float(value)
+            else:
+                hint = ("write the number without quotes or $"
+                        if isinstance(value, str) and _is_number(value.strip().lstrip("$"))
+                        else f"e.g. {key}: 2.50")
+                problems.append(Problem(line, f"property `{key}`: `{_shown(value)}` is not a "
+                                        "number of US dollars above 0", hint))
         elif isinstance(value, bool):
             cache = value
         else:
@@ -89,6 +102,7 @@ def read_overrides(note: Note) -> tuple[Overrides, list[Problem]]:
         max_tokens=counts.get("max_tokens"),
         answer_max_tokens=counts.get("answer_max_tokens"),
         cache=cache,
+        max_cost_usd=max_cost,
     )
     return overrides, problems
 
@@ -96,6 +110,13 @@ def read_overrides(note: Note) -> tuple[Overrides, list[Problem]]:
 def _value(prop: Property) -> object:
     text = f"{prop.raw_value}\n{prop.more}\n" if prop.more else prop.raw_value
     return yamlread.load(text) if text.strip() else None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
 def _shown(value: object) -> str:

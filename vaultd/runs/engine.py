@@ -34,13 +34,16 @@ from vaultd.errors import (
 )
 from vaultd.evaluate.ask import Deferred, ModelReply, ModelRequest
 from vaultd.evaluate.cost import Usage
-from vaultd.evaluate.finish import Verdict, rejected, verdict
+from vaultd.evaluate.estimate import note_over_budget
+from vaultd.evaluate.finish import Verdict, own_properties, rejected, verdict
 from vaultd.evaluate.prepare import Checked, check_note, unwritable_property
 from vaultd.evaluate.runner import Effects, ModelChoice, run_plan, shared_contexts
 from vaultd.note.outcomes import Failure, Outcome, Skipped, Success
 from vaultd.note.overrides import Overrides
+from vaultd.note.render import error_callout
 from vaultd.note.splice import Changes, apply
 from vaultd.note.text import Note, not_vaultds
+from vaultd.runs.panel import PanelRun
 from vaultd.runs.progress import Tally
 from vaultd.runs.session import NoteResult, Restart, Session, Stop, Waiting
 
@@ -122,6 +125,14 @@ class Engine:
             changes, summary = rejected(exc.problems, self.now())
             session.commit(changes)
             return NoteResult(path, "error", summary)
+        why = note_over_budget(note, checked.plan, checked.query, checked.answer,
+                               checked.overrides, self.settings)
+        if why is not None:  # its estimated cost is above max_cost_usd: nothing is sent
+            session.commit(Changes(status="Error", properties=own_properties(why, self.now()),
+                                   error=error_callout([why]), results=None))
+            return NoteResult(path, "error", why)
+        if checked.panel is not None:
+            return PanelRun(self, session, checked, should_stop).start()
         asks = self.asks_model(checked)
         session.begin(checked.plan.measures, hold=asks)
         try:

@@ -1,0 +1,325 @@
+"""Panel notes end to end: the real SDK against the loopback API, real answer notes on disk.
+
+The loopback API answers the panel's question differently for each request of a model
+(in turn, by count) and judges each answer by what it says, so the exact figures of a run
+are known: per model, how many answers name Poteligeo, where, and how strongly.
+"""
+
+# ruff: noqa: RUF001  (the contract's cells put an en dash between an interval's ends)
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+
+from vaultd.note.text import parse
+
+from .conftest import ROOT, run_cli
+from .daemonproc import DEADLINE, wait_for
+from .fakeapi import FakeMessagesAPI, Reply, Request
+from .notes import SEED
+
+QUERY = ("My Sezary Syndrome is resistant to first-line treatments. What are the best "
+         "second-line treatment options?")
+SONNET, OPUS = "claude-sonnet-5-5", "claude-opus-5"
+# what each answer names, and how strongly it recommends Poteligeo
+JUDGED = {
+    "Poteligeo (mogamulizumab) first, then Adcetris.": (["Poteligeo", "Adcetris"], 9),
+    "Adcetris first, then Poteligeo.": (["Adcetris", "Poteligeo"], 6),
+    "Adcetris alone.": (["Adcetris"], 1),
+    "Poteligeo alone.": (["Poteligeo"], 10),
+    "Istodax, then Poteligeo.": (["Istodax", "Poteligeo"], 5),
+    "Istodax alone.": (["Istodax"], 2),
+}
+ANSWERS = {
+    SONNET: ["Poteligeo (mogamulizumab) first, then Adcetris.", "Adcetris first, then Poteligeo.",
+             "Adcetris alone.", "Poteligeo alone.", "Istodax, then Poteligeo."],
+    OPUS: ["Adcetris alone.", "Istodax alone.", "Poteligeo (mogamulizumab) first, then Adcetris.",
+           "Adcetris alone.", "Adcetris first, then Poteligeo."],
+}
+
+
+def panel_note(*, samples: int = 5, assistants: str = f"[{OPUS}, {SONNET}]",
+               status: str = "Pending") -> str:
+    """The seed note as a panel: its question and measures, no answer, no results."""
+    query = SEED[SEED.index("> [!query]"):SEED.index("> [!answer]")]
+    measures = SEED[SEED.index("> [!measures]"):SEED.index("> [!evaluation]")]
+    return (f"---\nStatus: {status}\nsamples: {samples}\nassistants: {assistants}\n---\n\n"
+            f"***\n\n{query}{measures}")
+
+
+class Panel:
+    """The loopback API's part in a panel: answers in turn, judgments by the answer."""
+
+    def __init__(self, api: FakeMessagesAPI) -> None:
+        self.api = api
+        self.counts: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.gate: threading.Event | None = None  # when set: answers after `free` wait on it
+        self.free = 0
+        api.responder = self.respond
+
+    def respond(self, request: Request) -> Reply | str:
+        text = request.text
+        for answer, (brands, strength) in JUDGED.items():
+            if answer in text and "BRAND NAMES" in text:
+                return json.dumps(brands)
+            if answer in text and "how strongly" in text:
+                return json.dumps({"response": strength, "comment": "as said"})
+        assert QUERY in text, text
+        model = request.model or ""
+        with self.lock:
+            n = self.counts.get(model, 0)
+            self.counts[model] = n + 1
+            total = sum(self.counts.values())
+        if self.gate is not None and total > self.free:
+            self.gate.wait(DEADLINE)
+            return Reply(status=529, text="held")
+        return ANSWERS[model][n % len(ANSWERS[model])]
+
+    def answer_requests(self) -> list[Request]:
+        return [r for r in self.api.message_requests() if QUERY in r.text]
+
+    def judge_requests(self) -> list[Request]:
+        return [r for r in self.api.message_requests() if QUERY not in r.text]
+
+
+def answer_notes(vault: Path) -> list[Path]:
+    folder = vault / "Queries" / "Sezary"
+    return sorted(folder.glob("*.md")) if folder.is_dir() else []
+
+
+def frontmatter(path: Path) -> dict[str, object]:
+    return dict(parse(path.read_text(encoding="utf-8")).properties)
+
+
+def write_panel(vault: Path, text: str) -> Path:
+    (vault / "Queries").mkdir(exist_ok=True)
+    note = vault / "Queries" / "Sezary.md"
+    note.write_text(text, encoding="utf-8")
+    return note
+
+
+def test_two_models_five_samples_give_the_exact_figures(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    panel = Panel(api)
+    note = write_panel(vault, panel_note())
+
+    ran = run_cli("run", str(vault), "--once", capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert "done       Queries/Sezary.md: 10 of 10 answers" in ran.out
+    # every draw its own request, though the bodies are identical; identical answers are
+    # judged once: six different answers, two ai measures each
+    assert len(panel.answer_requests()) == 10
+    assert sorted(r.model or "" for r in panel.answer_requests()) == [OPUS] * 5 + [SONNET] * 5
+    assert len(panel.judge_requests()) == 12
+    notes = answer_notes(vault)
+    assert len(notes) == 10
+    props = frontmatter(note)
+    assert props["status"] == "Done"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", str(props["run"]))
+    # the run's figure over all ten answers: Poteligeo named in 6, at 1, 2, 1, 2, 1, 2
+    assert props["eval_poteligeo_mentioned"] == 0.6
+    assert props["eval_poteligeo_position"] == 1.5
+    assert props["eval_recommendation_strength"] == 5.0
+    assert "eval_mentioned_treatments" not in props
+    per_model: dict[str, list[bool]] = {}
+    for path in notes:
+        answer = frontmatter(path)
+        assert answer["status"] == "Done"
+        assert answer["panel"] == "[[Sezary]]"
+        assert answer["assistant"] == answer["model"]
+        assert answer["run"] == props["run"]
+        per_model.setdefault(str(answer["assistant"]), []).append(
+            bool(answer["eval_poteligeo_mentioned"]))
+    assert sorted(per_model[SONNET]) == [False, True, True, True, True]
+    assert sorted(per_model[OPUS]) == [False, False, False, True, True]
+    text = note.read_text(encoding="utf-8")
+    assert "> [!panel]" in text
+    assert "4/5 · 80% (38–96%)" in text  # sonnet: Poteligeo named in four of five
+    assert "2/5 · 40% (12–77%)" in text  # opus: two of five
+
+
+def test_an_answer_note_is_the_seed_shape(vault: Path, api: FakeMessagesAPI,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    panel = Panel(api)
+    write_panel(vault, panel_note(samples=1, assistants=SONNET))
+
+    ran = run_cli("run", str(vault), "--once", capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert len(panel.answer_requests()) == 1
+    (path,) = answer_notes(vault)
+    run = str(frontmatter(path)["run"])
+    day, clock = run[:10], run[11:19].replace(":", "")
+    assert path.name == f"{day} {clock} {SONNET} 1.md"
+    text = path.read_text(encoding="utf-8")
+    head, body = text.split("\n---\n", 1)
+    lines = head.splitlines()
+    assert lines[:7] == ["---", "Status: Done", 'panel: "[[Sezary]]"', f"assistant: {SONNET}",
+                         f"model: {SONNET}", "sample: 1", f'run: "{run}"']
+    assert lines[7].startswith("Evaluated: ")
+    assert lines[8:] == [
+        "tokens_in: " + lines[8].split(": ")[1], "tokens_out: " + lines[9].split(": ")[1],
+        "cost_usd: " + lines[10].split(": ")[1],
+        "eval_mentioned_treatments:", "  - Poteligeo", "  - Adcetris",
+        "eval_poteligeo_mentioned: true", "eval_poteligeo_position: 1",
+        "eval_recommendation_strength: 9", "vaultd_properties:",
+        "  - eval_mentioned_treatments", "  - eval_poteligeo_mentioned",
+        "  - eval_poteligeo_position", "  - eval_recommendation_strength"]
+    measures = SEED[SEED.index("> [!measures]"):SEED.index("\n\n***\n\n> [!evaluation]")]
+    assert body.startswith(
+        "\n***\n\n> [!query]\n> ```query-text\n> " + QUERY + "\n> ```\n\n***\n\n"
+        "> [!answer]\n> ```answer-text\n> Poteligeo (mogamulizumab) first, then Adcetris.\n"
+        "> ```\n\n***\n\n" + measures)
+    assert body.count("> [!evaluation-result]") == 4
+
+
+def test_a_note_without_samples_or_assistants_is_as_before(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    from .conftest import without_timestamp
+    from .test_engine import answer_rules, seed_done
+    answer_rules(api)
+    (vault / "seed.md").write_text(SEED, encoding="utf-8")
+    ran = run_cli("run", str(vault), "--once", capsys=capsys)
+    assert ran.code == 0, ran
+    assert without_timestamp((vault / "seed.md").read_text(encoding="utf-8")) == seed_done()
+    assert [p.name for p in vault.iterdir()] == ["seed.md", ".vaultd"] or \
+        sorted(p.name for p in vault.iterdir()) == [".vaultd", "seed.md"]
+
+
+def test_a_new_run_asks_afresh_and_keeps_the_earlier_one(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    panel = Panel(api)
+    note = write_panel(vault, panel_note(samples=2, assistants=SONNET))
+    assert run_cli("run", str(vault), "--once", capsys=capsys).code == 0
+    first = {p: p.read_bytes() for p in answer_notes(vault)}
+    assert len(first) == 2
+    # run ids are whole seconds: the next run must start in a later one
+    run = str(frontmatter(note)["run"])
+    wait_for(lambda: _utc_now() > run, what="the next second")
+    text = note.read_text(encoding="utf-8").replace("Status: Done", "Status: Pending", 1)
+    note.write_text(text, encoding="utf-8")
+
+    ran = run_cli("run", str(vault), "--once", capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert len(panel.answer_requests()) == 4  # asked afresh: not from the cache
+    notes = answer_notes(vault)
+    assert len(notes) == 4
+    assert {p: p.read_bytes() for p in first} == first  # the earlier run's notes untouched
+    assert frontmatter(note)["run"] != run
+    summary = note.read_text(encoding="utf-8")
+    assert run in summary  # the earlier run is a row of the Runs table
+
+
+def _utc_now() -> str:
+    from datetime import datetime
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_kill_9_mid_run_then_only_the_missing_answers_are_asked(
+        vault: Path, api: FakeMessagesAPI) -> None:
+    panel = Panel(api)
+    panel.gate, panel.free = threading.Event(), 4
+    note = write_panel(vault, panel_note())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-m", "vaultd", "run", str(vault), "--once"],
+                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        # proof the run got that far: four answer notes on disk, the other six held
+        wait_for(lambda: len(answer_notes(vault)) == 4, what="four answer notes")
+        wait_for(lambda: len(panel.answer_requests()) == 10, what="all ten asked")
+        child.send_signal(signal.SIGKILL)
+        child.wait(DEADLINE)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        panel.gate.set()
+    kept = {p: p.read_bytes() for p in answer_notes(vault)}
+    assert frontmatter(note)["status"] == "Processing"
+    panel.gate = None
+    before = len(panel.answer_requests())
+
+    ran = subprocess.run([sys.executable, "-m", "vaultd", "run", str(vault), "--once"],
+                         env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=DEADLINE, check=False)
+
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert len(panel.answer_requests()) - before == 6  # only the missing ones
+    assert len(answer_notes(vault)) == 10
+    assert {p: p.read_bytes() for p in kept} == kept
+    props = frontmatter(note)
+    assert props["status"] == "Done"
+    runs = {frontmatter(p)["run"] for p in answer_notes(vault)}
+    assert runs == {props["run"]}  # one run, resumed
+
+
+def test_a_hundred_samples_fill_in_live_in_the_daemon(vault: Path, api: FakeMessagesAPI) -> None:
+    from watchdog.events import FileClosedEvent, FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    from .daemonproc import DaemonProcess
+
+    panel = Panel(api)
+    api.default = Reply(text="unused", delay=0.0)
+    slow = panel.respond
+
+    def respond(request: Request) -> Reply | str:  # each answer takes a model's while
+        got = slow(request)
+        if QUERY in request.text and isinstance(got, str):
+            return Reply(text=got, delay=0.2)
+        return got
+
+    api.responder = respond
+    (vault / "Queries").mkdir()
+    note = vault / "Queries" / "Sezary.md"
+    writes: list[float] = []
+
+    class Count(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            if isinstance(event, FileClosedEvent) and Path(str(event.src_path)) == note:
+                writes.append(time.monotonic())
+
+    observer = Observer()
+    observer.schedule(Count(), str(vault / "Queries"))
+    observer.start()
+    seen: set[str] = set()
+    try:
+        with DaemonProcess(vault, "--settle", "0.2") as daemon:
+            daemon.wait_ready()
+            note.write_text(panel_note(samples=100, assistants=SONNET), encoding="utf-8")
+            started = time.monotonic()
+            writes.clear()
+
+            def done() -> bool:
+                text = note.read_text(encoding="utf-8")
+                seen.update(re.findall(r"(\d+) of 100 answers", text))
+                return "Status: Done" in text
+
+            wait_for(done, what="the panel done")
+            took = time.monotonic() - started
+            daemon.stop()
+    finally:
+        observer.stop()
+        observer.join()
+    assert len(answer_notes(vault)) == 100
+    assert len(panel.answer_requests()) == 100
+    # it filled in live: the note showed counts between none and all while it ran
+    assert any(0 < int(n) < 100 for n in seen), seen
+    # ... and was written a few times a second at most (live_interval 0.25 s), not once
+    # an answer
+    assert 3 <= len(writes) <= 4 * took + 4, (len(writes), took)

@@ -2,7 +2,7 @@
 
 A **panel note** is a note whose frontmatter has ``samples`` (a whole number, 1 to 100) or
 ``assistants`` (one name, or a list of names), or both; a note with neither is an
-ordinary note, untouched by anything here (see /work/shared/panel-format.md, the contract).
+ordinary note, untouched by anything here (the contract: shared/panel-format.md).
 
 Each answer a run receives becomes an **answer note** beside the panel note, in the seed's
 shape (:func:`answer_note_text`), named by :func:`answer_file_name`, and read back by

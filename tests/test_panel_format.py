@@ -689,3 +689,9 @@ def test_any_answer_note_reads_back_as_written(panel_name: str, assistant: str, 
     assert note.block_text("answer", ("text",)) == re.sub(r"\r\n|\r", "\n", answer)
     assert measures_lines(text) == measures_lines(panel_text)
     assert "/" not in answer_file_name(RUN, assistant, sample)
+
+
+def test_a_flagged_p_never_reads_as_the_threshold() -> None:
+    from vaultd.note.panel import _p_value
+    assert [_p_value(p) for p in (0.0496, 0.01, 0.0079, 0.2)] == ["0.0496", "0.01", "0.0079",
+                                                                  "0.20"]

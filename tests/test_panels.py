@@ -323,3 +323,124 @@ def test_a_hundred_samples_fill_in_live_in_the_daemon(vault: Path, api: FakeMess
     # ... and was written a few times a second at most (live_interval 0.25 s), not once
     # an answer
     assert 3 <= len(writes) <= 4 * took + 4, (len(writes), took)
+
+
+def test_a_panel_through_batches(vault: Path, api: FakeMessagesAPI,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    Panel(api)
+    note = write_panel(vault, panel_note())
+
+    ran = run_cli("run", str(vault), "--once", "--batch", capsys=capsys)
+
+    assert ran.code == 0, ran
+    assert api.message_requests() == []  # nothing outside the batches
+    # one batch of the ten draws (each its own item), then one of the twelve judgments
+    assert [len(b.items) for b in api.batches.values()] == [10, 12]
+    assert len(answer_notes(vault)) == 10
+    props = frontmatter(note)
+    assert props["status"] == "Done"
+    assert (props["eval_poteligeo_mentioned"], props["eval_poteligeo_position"],
+            props["eval_recommendation_strength"]) == (0.6, 1.5, 5.0)
+    assert "4/5 · 80% (38–96%)" in note.read_text(encoding="utf-8")
+
+
+def test_without_a_key_a_panel_waits_untouched(vault: Path, no_key: None,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    note = write_panel(vault, panel_note())
+    before = note.read_bytes()
+
+    ran = run_cli("run", str(vault), "--once", capsys=capsys)
+
+    assert ran.code == 1, ran
+    assert "waiting    Queries/Sezary.md: no API key" in ran.out
+    assert note.read_bytes() == before
+    assert answer_notes(vault) == []
+
+
+def test_one_model_failing_leaves_the_others_figures(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    panel = Panel(api)
+    judged = panel.respond
+
+    def respond(request: Request) -> Reply | str:
+        if request.model == OPUS and QUERY in request.text:
+            return Reply(status=404, text=f"model: {OPUS}")
+        return judged(request)
+
+    api.responder = respond
+    note = write_panel(vault, panel_note())
+
+    ran = run_cli("run", str(vault), "--once", capsys=capsys)
+
+    assert ran.code == 1, ran
+    assert len(answer_notes(vault)) == 5  # sonnet's, judged
+    props = frontmatter(note)
+    assert props["status"] == "Error"
+    assert str(props["error"]).startswith(f"5 of 10 answers could not be had; {OPUS} ")
+    assert "404" in str(props["error"]) or "not_found" in str(props["error"]), props["error"]
+    text = note.read_text(encoding="utf-8")
+    assert "4/5 · 80% (38–96%)" in text  # sonnet's figures, all there
+    assert props["eval_poteligeo_mentioned"] == 0.8
+
+
+def test_a_taken_name_gets_the_next_free_one(vault: Path) -> None:
+    from vaultd.edges.writer import Writer
+
+    folder = vault / "Queries" / "Sezary"
+    folder.mkdir(parents=True)
+    taken = folder / "2026-12-02 143507 gpt 3.md"
+    taken.write_text("a note of the user's", encoding="utf-8")
+    writer = Writer(vault, leases=False)
+
+    made = writer.create(folder, taken.name, b"vaultd's")
+    again = writer.create(folder, taken.name, b"vaultd's too")
+
+    assert made.name == "2026-12-02 143507 gpt 3 (2).md"
+    assert again.name == "2026-12-02 143507 gpt 3 (3).md"
+    assert taken.read_text(encoding="utf-8") == "a note of the user's"
+    assert made.read_bytes() == b"vaultd's"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [taken.name, made.name, again.name])  # no temporary file left behind
+
+
+def test_a_bad_panel_setting_is_an_error_on_its_line(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    note = write_panel(vault, panel_note().replace("samples: 5", "samples: lots"))
+
+    ran = run_cli("run", str(vault), "--once", capsys=capsys)
+
+    assert ran.code == 1, ran
+    assert api.message_requests() == []
+    props = frontmatter(note)
+    assert props["status"] == "Error"
+    assert str(props["error"]).startswith("1 problem(s): line 3: property `samples`: `lots`")
+    assert answer_notes(vault) == []
+
+
+def test_sigterm_mid_run_then_the_daemon_resumes_it(vault: Path, api: FakeMessagesAPI) -> None:
+    from .daemonproc import DaemonProcess
+
+    panel = Panel(api)
+    panel.gate, panel.free = threading.Event(), 3
+    note = write_panel(vault, panel_note(samples=6, assistants=SONNET))
+    try:
+        with DaemonProcess(vault, "--settle", "0.2") as daemon:
+            daemon.wait_ready()
+            wait_for(lambda: len(answer_notes(vault)) == 3, what="three answer notes")
+            wait_for(lambda: len(panel.answer_requests()) == 6, what="all six asked")
+            assert daemon.stop() == 0  # at once: it does not wait for the held answers
+    finally:
+        panel.gate.set()
+    assert frontmatter(note)["status"] == "Processing"
+    kept = {p: p.read_bytes() for p in answer_notes(vault)}
+    panel.gate = None
+    before = len(panel.answer_requests())
+
+    with DaemonProcess(vault, "--settle", "0.2") as daemon:
+        daemon.wait_ready()
+        wait_for(lambda: frontmatter(note)["status"] == "Done", what="the run resumed and done")
+        daemon.stop()
+
+    assert len(panel.answer_requests()) - before == 3
+    assert len(answer_notes(vault)) == 6
+    assert {p: p.read_bytes() for p in kept} == kept

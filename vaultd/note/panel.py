@@ -477,9 +477,10 @@ def _number(value: float) -> str:
 
 
 def _p_value(p: float) -> str:
-    """Two decimals, or two significant digits below 0.01 (``0.0083``, ``0.008``)."""
+    """Two decimals, or two significant digits below 0.01 (``0.0083``, ``0.008``); a p
+    below 0.05 never reads as ``0.05`` (0.0496 is ``0.0496``)."""
     if p >= 0.01:
-        return f"{p:.2f}"
+        return f"{p:.2f}" if p >= 0.05 or f"{p:.2f}" != "0.05" else f"{p:.4f}".rstrip("0")
     digits = 1 - math.floor(math.log10(p)) if p > 0 else 2
     return f"{p:.{digits}f}".rstrip("0").rstrip(".")
 

@@ -327,7 +327,8 @@ class PanelRun:
             )
 
         self.session.commit(final)
-        figures_line = f"{len(self.answers)} of {self.expected} answers"
+        figures_line = f"{len(self.answers)} of {self.expected} answers" + "".join(
+            f", {mid} {value}" for mid, value in figures.items())
         kept = "".join(f"; {c}" for c in collisions)
         log.info("%s: run %s: %s%s", self.session.path, self.run, figures_line, kept)
         if error:

@@ -360,6 +360,13 @@ EXPECTED_SUMMARY = [
     "> | --- | --- | --- | --- |",
     "> | 2026-12-02T14:35:07Z | 9 | 60% | 75% |",
     "> | 2026-11-25T09:00:00Z | 9 | 0% | 0% |",
+    "> ",
+    "> **Changes**",  # the earlier run named ECP alone
+    "> ",
+    "> | Assistant | Since | AI Task: Extract all mentioned treatment names |",
+    "> | --- | --- | --- |",
+    "> | claude-opus-5 | 2026-11-25T09:00:00Z | +Bexarotene +Poteligeo |",
+    "> | claude-sonnet-5-5 | 2026-11-25T09:00:00Z | +Bexarotene +Poteligeo |",
 ]
 
 
@@ -496,11 +503,12 @@ def tables(callout: list[str]) -> list[list[list[str]]]:
     return found
 
 
-def test_the_summary_reads_as_four_markdown_tables_with_whole_rows() -> None:
+def test_the_summary_reads_as_markdown_tables_with_whole_rows() -> None:
     measures, now, earlier = seed_run()
     found = tables(summary_lines(RUN, [A, B], measures, now, 5, earlier))
     assert [table[0][0] for table in found] == [
-        "Measure", "AI Task: Extract all mentioned treatment names", "Assistant", "Run"]
+        "Measure", "AI Task: Extract all mentioned treatment names", "Assistant", "Run",
+        "Assistant"]
     for table in found:
         assert {len(row) for row in table} == {len(table[0])}
     answers = found[2]

@@ -167,12 +167,12 @@ def test_an_answer_note_is_the_seed_shape(vault: Path, api: FakeMessagesAPI,
     text = path.read_text(encoding="utf-8")
     head, body = text.split("\n---\n", 1)
     lines = head.splitlines()
-    assert lines[:7] == ["---", "Status: Done", 'panel: "[[Sezary]]"', f"assistant: {SONNET}",
-                         f"model: {SONNET}", "sample: 1", f'run: "{run}"']
-    assert lines[7].startswith("Evaluated: ")
-    assert lines[8:] == [
-        "tokens_in: " + lines[8].split(": ")[1], "tokens_out: " + lines[9].split(": ")[1],
-        "cost_usd: " + lines[10].split(": ")[1],
+    assert lines[:8] == ["---", "Status: Done", 'panel: "[[Sezary]]"', f"assistant: {SONNET}",
+                         "provider: anthropic", f"model: {SONNET}", "sample: 1", f'run: "{run}"']
+    assert lines[8].startswith("Evaluated: ")
+    assert lines[9:] == [
+        "tokens_in: " + lines[9].split(": ")[1], "tokens_out: " + lines[10].split(": ")[1],
+        "cost_usd: " + lines[11].split(": ")[1],
         "eval_mentioned_treatments:", "  - Poteligeo", "  - Adcetris",
         "eval_poteligeo_mentioned: true", "eval_poteligeo_position: 1",
         "eval_recommendation_strength: 9", "vaultd_properties:",

@@ -193,8 +193,9 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
 def status_command(vault: Path, out: TextIO) -> int:
     if not _is_folder(vault):
         return EXIT_USAGE
+    from vaultd.edges.clock import wall_clock
     from vaultd.obsidian.status import format_status, vault_status
-    for line in format_status(vault_status(vault)):
+    for line in format_status(vault_status(vault, now=wall_clock()())):
         print(line, file=out)
     return EXIT_OK
 

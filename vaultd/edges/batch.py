@@ -63,7 +63,7 @@ class BatchModel:
             self._wanted[key] = params
         raise Deferred
 
-    def unavailable(self) -> str | None:
+    def unavailable(self, model: str | None = None) -> str | None:
         # found by :meth:`Batches.probe` before the first pass; a batch that cannot be
         # submitted later on fails its requests, as it says
         return self.outage

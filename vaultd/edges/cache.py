@@ -30,7 +30,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from vaultd.edges.model import request_params
 from vaultd.errors import ModelError, ModelUnavailable
 from vaultd.evaluate.ask import ModelReply, ModelRequest
 
@@ -246,11 +245,14 @@ class ResponseCache:
 
 
 class Sender(Protocol):
-    """What :class:`CachedModel` wraps: one Messages API call with the given parameters."""
+    """What :class:`CachedModel` wraps: a provider's API, one call with the given parameters
+    (``params`` makes them from a request: what decides the reply)."""
+
+    def params(self, request: ModelRequest) -> dict[str, Any]: ...
 
     def send(self, params: dict[str, Any]) -> ModelReply: ...
 
-    def unavailable(self) -> str | None: ...
+    def unavailable(self, model: str | None = None) -> str | None: ...
 
     def answering(self) -> bool: ...
 
@@ -272,9 +274,12 @@ class CachedModel:
     for them) or its error. ``requests_sent`` and ``cache_hits`` count for the run's summary.
     """
 
-    def __init__(self, inner: Sender, cache: ResponseCache) -> None:
+    def __init__(self, inner: Sender, cache: ResponseCache, endpoint: str | None = None) -> None:
+        """``endpoint`` names where ``inner`` sends (a provider and its URL), when it is not
+        the vault's Anthropic API: the same parameters sent elsewhere are another reply."""
         self.inner = inner
         self.cache = cache
+        self.endpoint = endpoint
         self.requests_sent = 0
         self.cache_hits = 0
         self._lock = threading.Lock()
@@ -285,7 +290,7 @@ class CachedModel:
             self.requests_sent += sent
             self.cache_hits += hits
 
-    def unavailable(self) -> str | None:
+    def unavailable(self, model: str | None = None) -> str | None:
         return self.inner.unavailable()
 
     def answering(self) -> bool:
@@ -296,10 +301,11 @@ class CachedModel:
         return self.inner.send(params)
 
     def complete(self, request: ModelRequest) -> ModelReply:
-        params = request_params(request)
+        params = self.inner.params(request)
         if not request.use_cache:
             return self._send(params)
-        key = ResponseCache.key_of(request, params)
+        key = ResponseCache.key_of(request, params if self.endpoint is None
+                                   else {**params, "vaultd_endpoint": self.endpoint})
         with self._lock:
             flight = self._flights.get(key)
             leading = flight is None

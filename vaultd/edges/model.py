@@ -62,11 +62,14 @@ def request_params(request: ModelRequest) -> dict[str, Any]:
             block["cache_control"] = {"type": "ephemeral"}
         content.append(block)
     content.append({"type": "text", "text": request.prompt})
-    return {
+    params: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_tokens,
         "messages": [{"role": "user", "content": content}],
     }
+    if request.system:
+        params["system"] = request.system
+    return params
 
 
 def known_models() -> frozenset[str]:
@@ -174,7 +177,7 @@ class NoKeyModel:
     def complete(self, request: ModelRequest) -> ModelReply:
         raise ModelUnavailable(self.problem)
 
-    def unavailable(self) -> str | None:
+    def unavailable(self, model: str | None = None) -> str | None:
         return self.problem
 
     def answering(self) -> bool:
@@ -697,6 +700,10 @@ class AnthropicModel:
         if client is not None:
             client.close()
 
+    def params(self, request: ModelRequest) -> dict[str, Any]:
+        """The Messages API parameters of ``request``."""
+        return request_params(request)
+
     def complete(self, request: ModelRequest) -> ModelReply:
         return self.send(request_params(request))
 
@@ -829,7 +836,7 @@ class AnthropicModel:
 
     # -- the key, and outages ---------------------------------------------------------
 
-    def unavailable(self) -> str | None:
+    def unavailable(self, model: str | None = None) -> str | None:
         """Why no request can be made now (an outage in force), or None."""
         with self._auth:
             if self._outage and time.monotonic() < self._outage_until:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import time
 from collections.abc import Iterator
@@ -30,6 +31,24 @@ DEFAULT_TEMPLATES = "Templates"
 # An open with O_NONBLOCK fails (EAGAIN) while a write lease is held (see writer.py): it is
 # tried again for this long, since a lease lasts one write.
 LEASE_OPEN_WAIT = 5.0
+
+
+# The names sync tools give the copy of a note changed on two devices at once.
+_CONFLICT_COPIES = (
+    ("Syncthing", re.compile(r"\.sync-conflict-\d{8}-\d{6}(-[A-Z0-9]{7})?(\.md)?$")),
+    ("a sync tool", re.compile(r"\((?:[^()]*\s)?conflicted copy\b[^()]*\)", re.IGNORECASE)),
+    ("a sync tool", re.compile(r"\bconflict(?:ed)? copy\b", re.IGNORECASE)),
+)
+
+
+def conflict_copy(path: Path) -> str | None:
+    """The sync tool whose conflict copy the note at ``path`` is, by its name (Syncthing's
+    ``.sync-conflict-…``; Obsidian Sync's, Dropbox's, Nextcloud's "conflicted copy"); None
+    for any other note. (iCloud's copies, ``Note 2.md``, cannot be told by their name.)"""
+    for tool, pattern in _CONFLICT_COPIES:
+        if pattern.search(path.name):
+            return tool
+    return None
 
 
 def templates_folder(vault: Path) -> Path:

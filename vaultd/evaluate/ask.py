@@ -28,6 +28,7 @@ class ModelRequest:
     # requests that differ only by it are distinct, never merged by the response cache or
     # by in-flight deduplication. It is not sent.
     sample: str | None = None
+    system: str | None = None  # a system prompt (an assistant's ``system`` setting)
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,10 @@ class Model(Protocol):
 
     def complete(self, request: ModelRequest) -> ModelReply: ...
 
-    def unavailable(self) -> str | None:
+    def unavailable(self, model: str | None = None) -> str | None:
         """Why no request can be made now (no key, a refused key, the API unreachable), or
-        None when one may be tried."""
+        None when one may be tried; with ``model``, a request to that model (or assistant:
+        each may have a provider of its own)."""
         ...
 
     def answering(self) -> bool:

@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import yaml
@@ -48,6 +49,30 @@ class PanelSpec:
 
     samples: int = 1
     assistants: tuple[str, ...] = ()
+    every: timedelta | None = None  # a new run this long after the last one started
+
+
+EVERY = {"12h": timedelta(hours=12), "1d": timedelta(days=1), "7d": timedelta(days=7),
+         "30d": timedelta(days=30)}
+
+
+def run_start(run: str) -> datetime | None:
+    """A run id's start, in UTC; None when it is not a run id."""
+    if not RUN_ID.match(run):
+        return None
+    return datetime.strptime(run, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def run_id(at: datetime) -> str:
+    """The id of a run started at ``at``: its UTC time to the second."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def next_run(last: str | None, every: timedelta, now: datetime) -> datetime:
+    """When a scheduled panel runs next: ``every`` after the last run's start, or now when
+    it never ran (a week offline makes one run, not seven)."""
+    start = run_start(last) if last else None
+    return now if start is None else start + every
 
 
 def read_panel(note: Note) -> tuple[PanelSpec | None, list[Problem]]:
@@ -62,11 +87,13 @@ def read_panel(note: Note) -> tuple[PanelSpec | None, list[Problem]]:
         return None, []
     samples_prop = note.frontmatter.get("samples")
     assistants_prop = note.frontmatter.get("assistants")
+    every_prop = note.frontmatter.get("every")
     problems: list[Problem] = []
     samples_value = _read(samples_prop, problems)
     assistants_value = _read(assistants_prop, problems)
     if samples_value is None and assistants_value is None and not problems:
         return None, []
+    every = _every(every_prop, _read(every_prop, problems), problems)
     samples = 1
     if samples_prop is not None and samples_value is not None:
         found = _samples(samples_prop, samples_value, problems)
@@ -74,7 +101,17 @@ def read_panel(note: Note) -> tuple[PanelSpec | None, list[Problem]]:
     assistants: tuple[str, ...] = ()
     if assistants_prop is not None and assistants_value is not None:
         assistants = _assistants(assistants_prop, assistants_value, problems)
-    return PanelSpec(samples, assistants), problems
+    return PanelSpec(samples, assistants, every), problems
+
+
+def _every(prop: Property | None, value: object, problems: list[Problem]) -> timedelta | None:
+    if prop is None or value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in EVERY:
+        return EVERY[value.strip().lower()]
+    problems.append(Problem(prop.start + 1, f"property `{_key(prop)}`: `{_shown(value)}` is not "
+                            f"one of {', '.join(EVERY)}", f"e.g. {_key(prop)}: 7d"))
+    return None
 
 
 def _read(prop: Property | None, problems: list[Problem]) -> object:
@@ -170,7 +207,7 @@ def answer_file_name(run: str, assistant: str, sample: int) -> str:
 
 
 def answer_note_text(panel: Note, panel_name: str, run: str, assistant: str, model: str,
-                     sample: int, answer: str) -> str:
+                     sample: int, answer: str, provider: str | None = None) -> str:
     """The answer note as vaultd creates it, before it is judged (``Status: Pending``).
 
     ``panel_name`` is the panel note's name or vault path (``Queries/Sezary
@@ -194,6 +231,7 @@ def answer_note_text(panel: Note, panel_name: str, run: str, assistant: str, mod
         "Status: Pending",
         f"panel: {_yaml_text(f'[[{name}]]')}",
         f"assistant: {_yaml_text(assistant)}",
+        *([f"provider: {_yaml_text(provider)}"] if provider else []),
         f"model: {_yaml_text(model)}",
         f"sample: {int(sample)}",
         f"run: {_yaml_text(run)}",
@@ -244,6 +282,7 @@ class AnswerNote:
     tokens_in: int = 0  # what asking for it and judging it took, as its properties say
     tokens_out: int = 0
     cost_usd: float = 0.0
+    provider: str = ""  # "anthropic", "openai"; "" in notes written before providers
 
 
 def read_answer(name: str, note: Note, prefix: str = DEFAULT_PREFIX) -> AnswerNote | None:
@@ -265,6 +304,7 @@ def read_answer(name: str, note: Note, prefix: str = DEFAULT_PREFIX) -> AnswerNo
         run=run,
         assistant=assistant,
         model=_text_property(note, "model") or "",
+        provider=_text_property(note, "provider") or "",
         sample=sample,
         status=(note.status or "").strip(),
         results=note_results(name, note, prefix),
@@ -354,7 +394,40 @@ def summary_lines(run: str, assistants: Sequence[str], measures: Sequence[Measur
             body += [*_mentions_table(names, measure, judged), ""]
     body += _section("Answers", _answers_table(names, now))
     body += _section("Runs", _runs_table(names, measures, kinds, [*now, *before]))
+    changes = _changes_table(names, [m for m in measures if kinds[m.id] == "list"], judged,
+                             [a for a in before if _is_judged(a)])
+    if changes:
+        body += _section("Changes", changes)
     return lines + quote(body[:-1])
+
+
+def _named(measure: Measure, answers: Iterable[AnswerNote]) -> set[str]:
+    return {item for value in _collect(measure.id, answers).values
+            if isinstance(value, tuple) for item in value}
+
+
+def _changes_table(names: Sequence[str], lists: Sequence[Measure],
+                   judged: Sequence[AnswerNote], before: Sequence[AnswerNote]) -> list[str]:
+    """Per assistant and list-valued measure, the items its answers named in this run and
+    not in its run before (``+Adcetris``), and the other way round (a minus sign and the
+    item); none when no assistant has a run before."""
+    rows = []
+    for name in names:
+        mine = _of(before, name)
+        if not mine or not _of(judged, name):
+            continue
+        previous = max(a.run for a in mine)
+        cells = [name, previous]
+        for measure in lists:
+            now = _named(measure, _of(judged, name))
+            then = _named(measure, [a for a in mine if a.run == previous])
+            moved = [f"+{item}" for item in sorted(now - then)]
+            moved += [f"\u2212{item}" for item in sorted(then - now)]
+            cells.append(_text(" ".join(moved)) if moved else "no change")
+        rows.append(cells)
+    if not rows or not lists:
+        return []
+    return _table(["Assistant", "Since", *(_text(m.label) for m in lists)], rows)
 
 
 def panel_figures(measures: Sequence[Measure], answers: Sequence[AnswerNote]) -> dict[str, Typed]:

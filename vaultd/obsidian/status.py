@@ -13,10 +13,12 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vaultd.edges.vault import display_path, vaultds_notes
+from vaultd.edges.vault import conflict_copy, display_path, vaultds_notes
+from vaultd.note.panel import EVERY, next_run, read_panel
 from vaultd.note.text import SHOWN
 
 # The running daemon writes its figures here (vaultd.runs.daemon); status reads them.
@@ -33,10 +35,15 @@ class VaultStatus:
     tokens_out: int = 0
     cost: float = 0.0
     costed: int = 0  # notes with token properties
+    # per assistant, from its answer notes: answers, those in error, their cost
+    assistants: dict[str, list[float]] = field(default_factory=dict)
+    scheduled: list[tuple[str, str, datetime]] = field(default_factory=list)  # note, every, next
 
 
-def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
+def vault_status(vault: Path, max_bytes: int = 5_000_000,
+                 now: datetime | None = None) -> VaultStatus:
     status = VaultStatus()
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
     for seen in vaultds_notes(vault, SHOWN, max_bytes):
         path, note = seen.path, seen.note
         name = display_path(path, vault)
@@ -57,6 +64,18 @@ def vault_status(vault: Path, max_bytes: int = 5_000_000) -> VaultStatus:
             status.tokens_out += _number(props.get("tokens_out"))
             status.cost += float(_number(props.get("cost_usd"), float))
         status.counts[seen.status] += 1
+        spec = read_panel(note)[0]
+        if spec is not None and spec.every is not None and conflict_copy(path) is None:
+            last = props.get("run")
+            every = next(k for k, v in EVERY.items() if v == spec.every)
+            status.scheduled.append((name, every, next_run(
+                last if isinstance(last, str) else None, spec.every, moment)))
+        assistant = props.get("assistant")
+        if isinstance(assistant, str) and props.get("panel") and seen.status in ("done", "error"):
+            figures = status.assistants.setdefault(assistant, [0, 0, 0.0])
+            figures[0] += 1
+            figures[1] += seen.status == "error"
+            figures[2] += float(_number(props.get("cost_usd"), float))
         if seen.status == "error":
             why = note.properties.get("error")
             status.errors.append((path.stat().st_mtime, name, str(why or "")))
@@ -97,6 +116,16 @@ def format_status(status: VaultStatus, last: int = 5) -> list[str]:
     if status.costed:
         lines.append(f"model use: {status.tokens_in:,} tokens in, {status.tokens_out:,} out, "
                      f"~${status.cost:.4f} over {status.costed} notes (last runs)")
+    for name, every, at in sorted(status.scheduled, key=lambda s: s[2]):
+        lines.append(f"scheduled: {name} every {every}, next run {at:%Y-%m-%d %H:%M} UTC")
+    for name, (answers, errors, cost) in sorted(status.assistants.items()):
+        lines.append(f"assistant {name}: {int(answers)} answers, {int(errors)} in error, "
+                     f"~${cost:.4f}")
+    for name, figures in sorted(((status.daemon or {}).get("assistants") or {}).items()):
+        if isinstance(figures, dict):
+            lines.append(f"assistant {name} (daemon, since start): "
+                         f"{figures.get('requests', 0)} requests, {figures.get('errors', 0)} "
+                         f"failed, ~${float(figures.get('cost', 0.0)):.4f}")
     if status.unreadable:
         lines.append(f"unreadable: {', '.join(status.unreadable[:last])}")
     if status.errors:

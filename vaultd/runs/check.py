@@ -85,14 +85,14 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
             for problem in sorted(problems, key=lambda p: (p.line or 0, p.message)):
                 print(problem.format(str(note_path)), file=out)
             with_problems += bool(problems)
-            if good is None:
-                continue
-            warnings = [(c.line, f"{c.message} ({c.hint})")
-                        for c in collisions(note, prefixes[vault], good.plan.measures)]
             known = known_models() if known is None else known
-            warnings.extend(_model_warnings(note, good, known))
-            if spec is not None:
+            warnings: list[tuple[int, str]] = []
+            if spec is not None:  # a panel's settings are looked at even when it has problems
                 warnings.extend(_panel_warnings(note, spec, known))
+            if good is not None:
+                warnings.extend((c.line, f"{c.message} ({c.hint})")
+                                for c in collisions(note, prefixes[vault], good.plan.measures))
+                warnings.extend(_model_warnings(note, good, known))
             with_warnings += bool(warnings)
             for line, message in sorted(warnings):
                 print(f"{note_path}:{line}: warning: {message}", file=out)

@@ -46,12 +46,14 @@ from pathlib import Path
 from types import FrameType
 
 from vaultd.config import Settings
+from vaultd.edges.assistants import Assistants
 from vaultd.edges.vault import display_path, iter_notes, wants_run
 from vaultd.edges.writer import write_whole
 from vaultd.errors import VaultdError
 from vaultd.obsidian.publish import is_mine, publish, report_paths
 from vaultd.obsidian.status import STATE_FILE
 from vaultd.runs.refresh import Debounced
+from vaultd.runs.repeat import Repeats, mentions_every
 from vaultd.runs.scheduler import NoteQueue
 from vaultd.runs.services import Services, open_services
 from vaultd.runs.session import NoteResult
@@ -89,6 +91,8 @@ class Daemon:
         self._tries: dict[Path, int] = {}  # notes whose write failed: attempts so far
         self._rescan = threading.Event()  # file events were lost: look at every note again
         self._state_warned = False
+        self.services: Services | None = None  # while running
+        self.repeats: Repeats | None = None  # panel notes with `every:`, while running
         self.report_path = report_paths(self.vault, settings)[0]
         self._identity = _identity(self.vault)
         self._exit_code = 0
@@ -145,6 +149,9 @@ class Daemon:
 
     def run(self) -> int:
         with open_services(self.vault, self.settings, on_written=self.written) as services:
+            self.services = services
+            self.repeats = Repeats(self.vault, services.writer, self.settings.max_note_bytes,
+                                   self.settings.property_prefix, services.engine.now)
             if services.credentials_problem:
                 self._waiting_why = services.credentials_problem
                 log.warning("%s: %s", services.credentials_problem, WAITING)
@@ -184,6 +191,8 @@ class Daemon:
             if wants_run(path) and not (path == self.report_path and self._is_report(path)):
                 self.queue.touch(path, now=True)
                 count += 1
+            elif self.repeats is not None and mentions_every(path):
+                self.repeats.look(path)
         return count
 
     def _main_loop(self, services: Services) -> None:
@@ -211,6 +220,9 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._reload_environment(services)
+            if self.repeats is not None:
+                for path in self.repeats.start_due():
+                    self.queue.touch(path, now=True)
             if self._waiting and services.engine.effects.model.unavailable() is None:
                 self._run_waiting("the model may be asked again")
             self.stop_event.wait(min(1.0, ping or 1.0))
@@ -270,6 +282,8 @@ class Daemon:
                 result = services.engine.process(path, should_stop=self.stop_event.is_set)
                 self._record(result)
                 again = self._retry(result)
+                if self.repeats is not None:  # it may be scheduled, or no longer
+                    self.repeats.look(path)
             except Exception:
                 log.exception("%s: unexpected failure", path)
             finally:
@@ -350,6 +364,14 @@ class Daemon:
                 f"{display_path(item.path, self.vault)}: {item.outcome}"
                 for item in publication.files))
 
+    def _assistants(self) -> dict[str, dict[str, float]]:
+        """Per configured assistant: requests sent, failed, and their cost, since start."""
+        model = self.services.engine.effects.model if self.services else None
+        if not isinstance(model, Assistants):
+            return {}
+        return {name: {"requests": t.requests, "errors": t.errors, "cost": round(t.usage.cost, 6)}
+                for name, t in sorted(model.tallies.items())}
+
     def _write_state(self, running: bool) -> None:
         """What ``vaultd status`` shows of the running daemon."""
         state = {
@@ -362,6 +384,7 @@ class Daemon:
             "done": self.stats.done,
             "errors": self.stats.errors,
             "last_errors": self.stats.last_errors,
+            "assistants": self._assistants(),
         }
         path = self.vault / STATE_FILE
         try:

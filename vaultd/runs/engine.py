@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from vaultd.config import Settings
-from vaultd.edges.vault import read_note
+from vaultd.edges.vault import conflict_copy, read_note
 from vaultd.edges.writer import Writer
 from vaultd.errors import (
     FormatError,
@@ -132,6 +132,10 @@ class Engine:
                                    error=error_callout([why]), results=None))
             return NoteResult(path, "error", why)
         if checked.panel is not None:
+            tool = conflict_copy(path)
+            if tool is not None:  # never a new panel, whatever it says
+                return NoteResult(path, "left_alone", f"a conflict copy made by {tool}: vaultd "
+                                  "never runs it; merge it into the original note")
             return PanelRun(self, session, checked, should_stop).start()
         asks = self.asks_model(checked)
         session.begin(checked.plan.measures, hold=asks)
@@ -151,13 +155,16 @@ class Engine:
         """Whether the run asks the model; if it does and no request can be made now (no
         key, a refused key, the API unreachable), :class:`Waiting`: the note is left as it
         is, its results so far too."""
-        asks = any(m.type == "ai" for m in checked.plan.measures) or not (
-            checked.answer or "").strip()
-        if asks:
-            why = self.effects.model.unavailable()
+        models = set()
+        if any(m.type == "ai" for m in checked.plan.measures):
+            models.add(checked.overrides.model or self.settings.model)
+        if not (checked.answer or "").strip():
+            models.add(checked.overrides.answer_model or self.settings.answer_model)
+        for model in sorted(models):
+            why = self.effects.model.unavailable(model)
             if why:
                 raise Waiting(why)
-        return asks
+        return bool(models)
 
     def choice(self, overrides: Overrides, usage: Usage, checked: Checked) -> ModelChoice:
         """How the note's ai measures ask the model: the vault's settings, the note's own."""
@@ -264,12 +271,14 @@ class Engine:
         return NoteResult(path, "error", why)
 
     def answer_request(self, query: str, overrides: Overrides, *, model: str | None = None,
-                       sample: str | None = None) -> ModelRequest:
-        """The request that asks the model to answer ``query``; ``sample`` names one draw of
-        several (a panel's): requests differing by it are never merged."""
+                       max_tokens: int | None = None, sample: str | None = None
+                       ) -> ModelRequest:
+        """The request that asks the model (or assistant) to answer ``query``; ``sample``
+        names one draw of several (a panel's): requests differing by it are never merged."""
         return ModelRequest(
             model=model or overrides.answer_model or self.settings.answer_model,
-            max_tokens=overrides.answer_max_tokens or self.settings.answer_max_tokens,
+            max_tokens=(max_tokens or overrides.answer_max_tokens
+                        or self.settings.answer_max_tokens),
             prompt=query,
             use_cache=self.settings.cache and overrides.cache is not False,
             sample=sample,

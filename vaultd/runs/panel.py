@@ -26,6 +26,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vaultd.config import resolve_assistant
 from vaultd.edges.vault import iter_notes, read_note
 from vaultd.errors import FormatError, ModelUnavailable, NoteReadError, WriteError, one_line
 from vaultd.evaluate.cost import Usage
@@ -58,10 +59,9 @@ log = logging.getLogger("vaultd.panel")
 
 @dataclass(frozen=True)
 class Draw:
-    """One answer a run asks for: the ``sample``-th of ``assistant`` (which is ``model``)."""
+    """One answer a run asks for: the ``sample``-th of ``assistant``."""
 
     assistant: str
-    model: str
     sample: int
 
 
@@ -71,14 +71,6 @@ class _Deferred:
 
 _DEFERRED = _Deferred()
 _STOPPED = None
-
-
-def resolve(assistant: str | None, answer_model: str) -> tuple[str, str]:
-    """(assistant's name, its model): an assistant not configured is an Anthropic model
-    name; none is the vault's answer model."""
-    if assistant is None:
-        return answer_model, answer_model
-    return assistant, assistant
 
 
 def resumed_run(note: Note) -> str | None:
@@ -143,8 +135,9 @@ class PanelRun:
         self.run = resumed_run(note) or engine.now().astimezone(UTC).strftime(
             "%Y-%m-%dT%H:%M:%SZ")
         self.template = note  # the panel note as the run started: what each answer copies
-        self.assistants = [resolve(a, self.settings.answer_model)
-                           for a in (self.spec.assistants or (None,))]
+        names = self.spec.assistants or (
+            checked.overrides.answer_model or self.settings.answer_model,)
+        self.assistants = {name: resolve_assistant(self.settings, name) for name in names}
         self.answers: list[AnswerNote] = []
         self.earlier: list[AnswerNote] = []
         self.failed: dict[Draw, str] = {}
@@ -155,9 +148,21 @@ class PanelRun:
     def measures(self) -> tuple[Measure, ...]:
         return tuple(self.checked.plan.measures)
 
+    def _judge_unavailable(self) -> str | None:
+        """Why the note's ai measures cannot be asked now, if they cannot."""
+        if not any(m.type == "ai" for m in self.measures):
+            return None
+        return self.engine.effects.model.unavailable(
+            self.checked.overrides.model or self.settings.model)
+
     def start(self) -> NoteResult:
-        why = self.engine.effects.model.unavailable()
-        if why:  # no request can be made: the note is left as it is
+        model = self.engine.effects.model
+        down = {name: model.unavailable(name) for name in self.assistants}
+        why = self._judge_unavailable() or (
+            next(iter(down.values())) if all(down.values()) else None)
+        if why:  # no answer could be judged, or none had: the note is left as it is
+            if self.spec.every is not None:  # ... or, scheduled, tried at the next period
+                return self._failed_outside(why)
             raise Waiting(why)
         self.session.begin(self.measures, hold=True)
         self._live()  # the run's id goes into the note first: a crash from here on resumes it
@@ -165,12 +170,14 @@ class PanelRun:
                                    self.settings.max_note_bytes, self.settings.property_prefix):
             (self.answers if answer.run == self.run else self.earlier).append(answer)
         have = {(a.assistant, a.sample) for a in self.answers}
-        draws = [Draw(name, model, k) for name, model in self.assistants
+        draws = [Draw(name, k) for name in self.assistants
                  for k in range(1, self.spec.samples + 1) if (name, k) not in have]
         self.engine.tally.expect(len(draws), len(draws) * len(self.measures))
         try:
             deferred, stopped = self._ask_all(draws)
         except ModelUnavailable as exc:
+            if self.spec.every is not None:
+                return self._failed_outside(str(exc))
             if self.created == 0:
                 self.session.restore()
             else:
@@ -188,6 +195,15 @@ class PanelRun:
             return NoteResult(self.session.path, "deferred",
                               f"waiting for a batch: {deferred} of {self.expected} answers")
         return self._finish()
+
+    def _failed_outside(self, why: str) -> NoteResult:
+        """A scheduled run that cannot reach its models: the note says why, and its run
+        counts as tried (the next one is a period later); what earlier runs wrote stays."""
+        self.session.commit(Changes(status="Error", properties={
+            "Error": json.dumps(why, ensure_ascii=False), "run": json.dumps(self.run)}))
+        log.warning("%s: run %s: %s; tried again at the next period", self.session.path,
+                    self.run, why)
+        return NoteResult(self.session.path, "error", why)
 
     @property
     def expected(self) -> int:
@@ -240,10 +256,16 @@ class PanelRun:
         """Ask for one answer, judge it, and create its note."""
         engine = self.engine
         usage = Usage()
+        assistant = self.assistants[draw.assistant]
         request = engine.answer_request(
-            self.checked.query or "", self.checked.overrides, model=draw.model,
-            sample=f"{self.run}/{draw.assistant}/{draw.sample}")
-        answer = engine.generate_answer(request, usage, self._stopping)
+            self.checked.query or "", self.checked.overrides, model=draw.assistant,
+            max_tokens=assistant.max_tokens, sample=f"{self.run}/{draw.assistant}/{draw.sample}")
+        try:
+            answer = engine.generate_answer(request, usage, self._stopping)
+        except ModelUnavailable as exc:  # this assistant's provider: the others go on,
+            if self._judge_unavailable():  # unless nothing could be judged anyway
+                raise
+            return Failure(f"{draw.assistant} {draw.sample}: {exc}")
         if answer is None:
             return _STOPPED
         if not isinstance(answer, Success):
@@ -251,7 +273,7 @@ class PanelRun:
                 return Failure(f"{draw.assistant} {draw.sample}: {answer.message}")
             return _DEFERRED
         text = answer_note_text(self.template, self.name, self.run, draw.assistant,
-                                draw.model, draw.sample, answer.value)
+                                assistant.model, draw.sample, answer.value, assistant.provider)
         note = parse(text)
         try:
             checked = check_note(note)
@@ -287,7 +309,7 @@ class PanelRun:
     def _summary(self) -> list[str]:
         return summary_lines(
             run=self.run,
-            assistants=[name for name, _ in self.assistants],
+            assistants=list(self.assistants),
             measures=self.measures,
             answers=sorted(self.answers, key=lambda a: (a.assistant, a.sample)),
             samples=self.spec.samples,
@@ -295,11 +317,13 @@ class PanelRun:
         )
 
     def _live(self) -> None:
+        """Processing, the run's id and, once it has an answer, its summary so far (until
+        then an earlier run's summary stays as it is)."""
         self.session.commit(Changes(
             status="Processing",
             properties={"Error": None, "run": json.dumps(self.run)},
             clear_error=True,
-            panel=self._summary(),
+            panel=self._summary() if self.answers else None,
         ))
 
     def _finish(self) -> NoteResult:

@@ -15,9 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vaultd.config import Settings
+from vaultd.config import Assistant, Settings
+from vaultd.edges.assistants import Assistants, Client, MissingKey
 from vaultd.edges.batch import Batches, BatchModel
 from vaultd.edges.cache import CachedModel, ResponseCache
+from vaultd.edges.clock import wall_clock
 from vaultd.edges.model import AnthropicModel, NoKeyModel, credentials_problem
 from vaultd.edges.sandbox import Sandbox, SandboxLimits
 from vaultd.edges.writer import Recovery, Writer, recovery_sentence
@@ -60,9 +62,43 @@ class Services:
                     assert self.vault is not None
                     self.cache = ResponseCache(self.vault / CACHE_FILE)
                 model = CachedModel(client, self.cache)
-        self.engine.effects.model = model
+        self.engine.effects.model = route(model, self.settings, self.cache)
         self.credentials_problem = problem
         return problem
+
+
+def route(model: Model, settings: Settings, cache: ResponseCache | None) -> Model:
+    """``model`` for the vault's own requests, and each configured assistant's client for
+    its own (see :mod:`vaultd.edges.assistants`)."""
+    if not settings.assistants:
+        return model
+    return Assistants(model, settings.assistants, lambda name, a: assistant_client(
+        settings, name, a), cache if settings.cache else None, settings.prices)
+
+
+def with_assistant_prices(settings: Settings) -> Settings:
+    """The settings, with each assistant's ``prices`` in the price table under its model."""
+    extra = {a.model: a.prices for a in settings.assistants.values() if a.prices is not None}
+    if not extra:
+        return settings
+    return settings.model_copy(update={"prices": {**settings.prices, **extra}})
+
+
+def assistant_client(settings: Settings, name: str, assistant: Assistant) -> Client:
+    """The client of a configured assistant: its provider's SDK (imported only now), its
+    URL, and the key from the one variable it names (none where it names none)."""
+    if assistant.provider == "openai":
+        from vaultd.edges.openai_model import OpenAIModel
+
+        return OpenAIModel(name, assistant.model, base_url=assistant.base_url,
+                           api_key_env=assistant.api_key_env,
+                           max_retries=settings.model_retries, timeout=settings.model_timeout)
+    variable = assistant.api_key_env
+    key = os.environ.get(variable) if variable else "none"  # "": a proxy that needs none
+    if not key:
+        return MissingKey(f"{name}: no API key (set {variable})")
+    return AnthropicModel(max_retries=settings.model_retries, timeout=settings.model_timeout,
+                          base_url=assistant.base_url, api_key=key)
 
 
 def model_client(settings: Settings) -> AnthropicModel:
@@ -130,7 +166,9 @@ def open_services(
     On leaving, model requests still in flight are not waited for: every note's own
     thread has finished its writes by then.
     """
+    now = wall_clock()  # VAULTD_NOW, checked before anything is opened
     private_state(vault)
+    settings = with_assistant_prices(settings)
     writer = Writer(vault, on_written=on_written)
     recovered = writer.recover()
     for item in recovered:
@@ -170,18 +208,20 @@ def open_services(
         thread_name_prefix="vaultd-measure",
     )
     effects = Effects(
-        model=model,
+        model=route(model, settings, cache),
         sandbox=sandbox,
         executor=executor,
         model_slots=ModelSlots(settings.concurrency),
     )
     options = EngineOptions(settings, live_interval, announce_at_start)
-    services = Services(Engine(effects, writer, options), writer, problem, recovered, batches,
-                        settings, vault, cache, clients)
+    services = Services(Engine(effects, writer, options, now=now), writer, problem, recovered,
+                        batches, settings, vault, cache, clients)
     try:
         yield services
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
+        if isinstance(services.engine.effects.model, Assistants):
+            services.engine.effects.model.close()
         writer.close()
         sandbox.close()
         for client in clients:

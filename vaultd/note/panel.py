@@ -356,7 +356,7 @@ _TEXT_LIMIT = 80  # a text value's characters in a cell
 
 
 @dataclass(frozen=True)
-class _Values:
+class Values:
     """One measure over some answers: the values of those it succeeded in, and the rest."""
 
     values: tuple[Value, ...]
@@ -380,8 +380,8 @@ def summary_lines(run: str, assistants: Sequence[str], measures: Sequence[Measur
     now = [a for a in answers if a.run == run]
     before = [a for a in earlier if a.run != run]
     names = list(dict.fromkeys([*assistants, *(a.assistant for a in now)]))
-    judged = [a for a in now if _is_judged(a)]
-    kinds = {m.id: _kind(_collect(m.id, [*judged, *filter(_is_judged, before)]).values)
+    judged = [a for a in now if is_judged(a)]
+    kinds = {m.id: kind_of(collect(m.id, [*judged, *filter(is_judged, before)]).values)
              for m in measures}
     total = samples * len(list(dict.fromkeys(assistants))) or len(now)
     lines = [f"> [!panel] {PANEL_TITLE}{run} · {len(judged)} of {total} answers"]
@@ -435,11 +435,11 @@ def panel_figures(measures: Sequence[Measure], answers: Sequence[AnswerNote]) ->
     share true of a boolean (four decimals), the mean of a number (four decimals; text
     values beside the numbers left out), the most common value of a text; no figure for a
     list, nor for a measure with no value."""
-    judged = [a for a in answers if _is_judged(a)]
+    judged = [a for a in answers if is_judged(a)]
     figures: dict[str, Typed] = {}
     for measure in measures:
-        values = _collect(measure.id, judged).values
-        kind = _kind(values)
+        values = collect(measure.id, judged).values
+        kind = kind_of(values)
         if kind == "boolean":
             bools = [v for v in values if isinstance(v, bool)]
             figures[measure.id] = round(sum(bools) / len(bools), 4)
@@ -451,11 +451,14 @@ def panel_figures(measures: Sequence[Measure], answers: Sequence[AnswerNote]) ->
     return figures
 
 
-def _is_judged(answer: AnswerNote) -> bool:
+def is_judged(answer: AnswerNote) -> bool:
+    """Whether the answer note is judged (Done or Error): only those count in figures."""
     return answer.status.lower() in _JUDGED
 
 
-def _collect(measure_id: str, answers: Iterable[AnswerNote]) -> _Values:
+def collect(measure_id: str, answers: Iterable[AnswerNote]) -> Values:
+    """The measure's values over ``answers`` (a list's items as a tuple), and how many of
+    them it failed or was skipped in."""
     values: list[Value] = []
     failed = skipped = 0
     for answer in answers:
@@ -469,10 +472,10 @@ def _collect(measure_id: str, answers: Iterable[AnswerNote]) -> _Values:
             values.append(result.items)
         else:
             values.append("null" if result.value is None else result.value)
-    return _Values(tuple(values), failed, skipped)
+    return Values(tuple(values), failed, skipped)
 
 
-def _kind(values: Sequence[Value]) -> Kind:
+def kind_of(values: Sequence[Value]) -> Kind:
     """A list measure if any answer gave a list; else number if any gave a number; else
     boolean if any gave true or false; else text."""
     if any(isinstance(v, tuple) for v in values):
@@ -498,7 +501,9 @@ def _ranked(items: Iterable[str]) -> list[tuple[str, int]]:
     return sorted(Counter(items).items(), key=lambda pair: (-pair[1], pair[0]))
 
 
-def _cell(kind: Kind, found: _Values) -> str:
+def measure_cell(kind: Kind, found: Values) -> str:
+    """One measure's figure over some answers (``found``), as the summary's Measures table
+    shows it for a measure of ``kind`` (see the contract)."""
     values = found.values
     ok = len(values)
     parts: list[str] = []
@@ -507,24 +512,24 @@ def _cell(kind: Kind, found: _Values) -> str:
         bools = [v for v in values if isinstance(v, bool)]
         others = [v for v in values if not isinstance(v, bool)]
         if bools:
-            parts.append(_share(sum(bools), len(bools)))
+            parts.append(share(sum(bools), len(bools)))
     elif kind == "number":
         numbers = _numbers(values)
         others = [v for v in values if isinstance(v, bool) or not isinstance(v, int | float)]
         if numbers:
             mean, interval = mean_interval(numbers)
-            spread = f" ({_number(interval.low)}{_TO}{_number(interval.high)})" if interval else ""
-            parts.append(f"{_number(mean)}{spread} · n={len(numbers)}")
+            spread = f" ({number(interval.low)}{_TO}{number(interval.high)})" if interval else ""
+            parts.append(f"{number(mean)}{spread} · n={len(numbers)}")
     elif kind == "list":
         named = _ranked(item for v in values if isinstance(v, tuple) for item in set(v))
         if named:
-            parts.append(f"{_text(named[0][0])} {named[0][1]}/{ok}")
+            parts.append(f"{cell_text(named[0][0])} {named[0][1]}/{ok}")
         elif ok:
             parts.append(f"no items · n={ok}")
     elif values:
         value, count = _ranked(_texts(values))[0]
-        parts.append(f"{_text(value)} {count}/{ok}")
-    parts += [f"{_text(value)} {count}/{ok}" for value, count in _ranked(_texts(others))]
+        parts.append(f"{cell_text(value)} {count}/{ok}")
+    parts += [f"{cell_text(value)} {count}/{ok}" for value, count in _ranked(_texts(others))]
     if found.failed:
         parts.append(f"{found.failed} failed")
     if found.skipped:
@@ -532,18 +537,18 @@ def _cell(kind: Kind, found: _Values) -> str:
     return " · ".join(parts) or _NONE
 
 
-def _share(count: int, n: int) -> str:
+def share(count: int, n: int) -> str:
     """``3/5 · 60% (23-88%)`` (an en dash): the count, the share, its 95% Wilson interval."""
     interval = wilson(count, n)
     return (f"{count}/{n} · {_percent(count / n)}% "
             f"({_percent(interval.low)}{_TO}{_percent(interval.high)}%)")
 
 
-def _percent(share: float) -> str:
-    return str(math.floor(share * 100 + 0.5))  # half up, as people round
+def _percent(fraction: float) -> str:
+    return str(math.floor(fraction * 100 + 0.5))  # half up, as people round
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
     """At most two decimals, trailing zeros dropped: ``2.4``, ``-0.1``, ``3``."""
     text = f"{value:.2f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
@@ -558,7 +563,7 @@ def _p_value(p: float) -> str:
     return f"{p:.{digits}f}".rstrip("0").rstrip(".")
 
 
-def _text(text: str) -> str:
+def cell_text(text: str) -> str:
     """Text for a table cell: one line, not too long, its pipes escaped."""
     return one_line(text, _TEXT_LIMIT).replace("|", "\\|")
 
@@ -581,30 +586,37 @@ def _of(answers: Sequence[AnswerNote], assistant: str) -> list[AnswerNote]:
 
 def _measures_table(names: Sequence[str], measures: Sequence[Measure], kinds: dict[str, Kind],
                     judged: Sequence[AnswerNote]) -> list[str]:
-    rows = [[_text(m.label), *(_cell(kinds[m.id], _collect(m.id, _of(judged, name)))
+    rows = [[cell_text(m.label), *(measure_cell(kinds[m.id], collect(m.id, _of(judged, name)))
                                for name in names)] for m in measures]
-    return _table(["Measure", *map(_text, names)], rows)
+    return _table(["Measure", *map(cell_text, names)], rows)
 
 
 def _mentions_table(names: Sequence[str], measure: Measure,
                     judged: Sequence[AnswerNote]) -> list[str]:
-    """Share of voice: per item any answer names, per assistant the share of answers naming
-    it (with its interval) and its mean position in the list (1 = first)."""
-    lists = {name: [v for v in _collect(measure.id, _of(judged, name)).values
+    rows = [[cell_text(item), *cells] for item, cells in mention_rows(names, measure.id, judged)]
+    return _table([cell_text(measure.label), *map(cell_text, names)], rows)
+
+
+def mention_rows(names: Sequence[str], measure_id: str,
+                 judged: Sequence[AnswerNote]) -> list[tuple[str, list[str]]]:
+    """Share of voice: per item any of ``judged`` names (most named first), the item as
+    written and a cell per assistant of ``names``: the share of its answers naming the
+    item, with its interval, and its mean position in the list (``pos``, 1 = first)."""
+    lists = {name: [v for v in collect(measure_id, _of(judged, name)).values
                     if isinstance(v, tuple)] for name in names}
     every = [item for found in lists.values() for items in found for item in set(items)]
     rows = []
     for item, _count in _ranked(every):
-        row = [_text(item)]
+        row: list[str] = []
         for name in names:
             found = lists[name]
             positions = [items.index(item) + 1 for items in found if item in items]
-            cell = _share(len(positions), len(found)) if found else _NONE
+            cell = share(len(positions), len(found)) if found else _NONE
             if positions:
-                cell += f" · pos {_number(math.fsum(positions) / len(positions))}"
+                cell += f" · pos {number(math.fsum(positions) / len(positions))}"
             row.append(cell)
-        rows.append(row)
-    return _table([_text(measure.label), *map(_text, names)], rows)
+        rows.append((item, row))
+    return rows
 
 
 def _answers_table(names: Sequence[str], answers: Sequence[AnswerNote]) -> list[str]:
@@ -615,7 +627,7 @@ def _answers_table(names: Sequence[str], answers: Sequence[AnswerNote]) -> list[
             link = f"[[{answer.name.replace('|', '-')}\\|{answer.sample}]]"
             status = answer.status.lower()
             links.append(link if status == "done" else f"{link} ({status or 'pending'})")
-        rows.append([_text(name), " ".join(links) or _NONE])
+        rows.append([cell_text(name), " ".join(links) or _NONE])
     return _table(["Assistant", "Answers"], rows)
 
 
@@ -623,17 +635,17 @@ def _runs_table(names: Sequence[str], measures: Sequence[Measure], kinds: dict[s
                 answers: Sequence[AnswerNote]) -> list[str]:
     """A row per run, newest first: its judged answers, and each boolean measure's share per
     assistant, flagged where it differs from that assistant's run before (Fisher exact)."""
-    judged = [a for a in answers if _is_judged(a)]
+    judged = [a for a in answers if is_judged(a)]
     runs = sorted({a.run for a in answers}, reverse=True)
     booleans = [m for m in measures if kinds[m.id] == "boolean"]
     head = ["Run", "Answers"]
     columns: list[tuple[Measure, str]] = [(m, name) for m in booleans for name in names]
-    head += [_text(m.label if len(names) == 1 else f"{m.label} · {name}")
+    head += [cell_text(m.label if len(names) == 1 else f"{m.label} · {name}")
              for m, name in columns]
     counts: dict[tuple[str, str, str], tuple[int, int]] = {}  # (measure, who, run) -> t, n
     for measure, name in columns:
         for run in runs:
-            bools = [v for v in _collect(measure.id, [a for a in _of(judged, name)
+            bools = [v for v in collect(measure.id, [a for a in _of(judged, name)
                                                       if a.run == run]).values
                      if isinstance(v, bool)]
             if bools:

@@ -26,6 +26,7 @@ from vaultd.config import Settings
 from vaultd.edges.vault import vaultds_notes
 from vaultd.edges.writer import Writer, write_whole
 from vaultd.errors import WriteConflict, WriteError
+from vaultd.note.panel import AnswerNote, read_answer, read_panel
 from vaultd.note.properties import DEFAULT_PREFIX
 from vaultd.note.results import NoteResults, is_evaluated, note_results
 from vaultd.note.text import BOM, RUNNABLE, SHOWN
@@ -33,6 +34,7 @@ from vaultd.obsidian.report import (
     BASE_MARKER,
     REPORT_MARKER,
     Gathered,
+    PanelColumns,
     base_text,
     report_text,
     summarise,
@@ -58,6 +60,7 @@ class Publication:
     files: list[Published]
     notes: int = 0
     measures: int = 0
+    answers: int = 0  # panels' answer notes
 
 
 def report_paths(vault: Path, settings: Settings) -> tuple[Path, Path]:
@@ -69,8 +72,11 @@ def report_paths(vault: Path, settings: Settings) -> tuple[Path, Path]:
 def gather(vault: Path, exclude: Path, max_bytes: int,
            prefix: str = DEFAULT_PREFIX) -> Gathered:
     """Every evaluated (Done or Error) note's results, typed by their ``prefix`` properties;
-    ``exclude`` is the report itself."""
+    ``exclude`` is the report itself. Panels' answer notes (:func:`~vaultd.note.panel.
+    read_answer`) and panel notes are gathered apart from the single notes."""
     notes: list[NoteResults] = []
+    answers: list[AnswerNote] = []
+    panels: list[str] = []
     waiting = 0
     unreadable: list[str] = []
     for seen in vaultds_notes(vault, SHOWN, max_bytes):
@@ -82,8 +88,14 @@ def gather(vault: Path, exclude: Path, max_bytes: int,
         elif seen.status in RUNNABLE:
             waiting += 1
         elif is_evaluated(seen.note):
-            notes.append(note_results(name, seen.note, prefix))
-    return Gathered(tuple(notes), waiting, tuple(unreadable))
+            answer = read_answer(name, seen.note, prefix)
+            if answer is not None:
+                answers.append(answer)
+            elif read_panel(seen.note)[0] is not None:
+                panels.append(name)
+            else:
+                notes.append(note_results(name, seen.note, prefix))
+    return Gathered(tuple(notes), waiting, tuple(unreadable), tuple(answers), tuple(panels))
 
 
 def publish(vault: Path, settings: Settings, writer: Writer, *,
@@ -109,14 +121,19 @@ def publish(vault: Path, settings: Settings, writer: Writer, *,
     gathered = gather(vault, report, settings.max_note_bytes, prefix)
     base_link = base.relative_to(vault).as_posix()
     measures = summarise(gathered.notes)
+    answers = tuple(answer.results for answer in gathered.answers)
+    panel = None
+    if answers or gathered.panels:
+        panel = PanelColumns(summarise(answers), frozenset().union(
+            *(note.properties for note in answers)))
     texts = [
         (report, REPORT_MARKER, report_text(gathered, base_link)),
         (base, BASE_MARKER, base_text(measures, prefix, frozenset().union(
-            *(note.properties for note in gathered.notes)))),
+            *(note.properties for note in gathered.notes)), panel)),
     ]
     files = [Published(path, put(writer, path, text, marker, create=not only_existing))
              for path, marker, text in texts]
-    return Publication(files, len(gathered.notes), len(measures))
+    return Publication(files, len(gathered.notes), len(measures), len(gathered.answers))
 
 
 def is_mine(path: Path, marker: str = REPORT_MARKER) -> bool | None:
@@ -182,6 +199,7 @@ def describe(publication: Publication) -> list[str]:
         "absent": "not there", "not_ours": "left alone: changed outside vaultd "
         "(delete it to get vaultd's again)",
     }
-    covers = f" ({publication.notes} notes, {publication.measures} measures)"
+    answers = f", {publication.answers} answer notes" if publication.answers else ""
+    covers = f" ({publication.notes} notes, {publication.measures} measures{answers})"
     return [f"{item.path}: {words[item.outcome]}" + (covers if i == 0 else "")
             for i, item in enumerate(publication.files)]

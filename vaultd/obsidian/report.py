@@ -30,6 +30,14 @@ from typing import Literal
 
 import yaml
 
+from vaultd.note.panel import (
+    AnswerNote,
+    collect,
+    is_judged,
+    kind_of,
+    measure_cell,
+    mention_rows,
+)
 from vaultd.note.properties import DEFAULT_PREFIX, property_key
 from vaultd.note.results import NoteResults, Result, scalar
 from vaultd.obsidian import charts
@@ -47,11 +55,16 @@ Kind = Literal["boolean", "number", "text"]
 
 @dataclass(frozen=True)
 class Gathered:
-    """What the vault holds: finished notes, and what was left out and why."""
+    """What the vault holds: finished notes, and what was left out and why.
+
+    ``notes`` are the single notes; a panel's finished answer notes are ``answers`` and the
+    panel notes themselves ``panels`` (their vault paths), reported apart."""
 
     notes: tuple[NoteResults, ...]
     waiting: int = 0  # notes Pending or Processing
     unreadable: tuple[str, ...] = ()
+    answers: tuple[AnswerNote, ...] = ()
+    panels: tuple[str, ...] = ()
 
 
 @dataclass
@@ -180,6 +193,8 @@ def report_text(gathered: Gathered, base_link: str | None = None) -> str:
         lines += ["", "## Measures", "", *_measure_table(measures)]
         for summary in measures:
             lines += ["", *_measure_section(summary)]
+    if gathered.answers or gathered.panels:
+        lines += ["", *_panels_section(gathered)]
     if notes:
         lines += ["", "## Notes", "", *_notes_table(notes, [m.id for m in measures])]
     return "\n".join(lines) + "\n"
@@ -333,6 +348,87 @@ def _trend(m: MeasureSummary) -> list[str]:
             *table(["month", "results", what], rows), "", *charts.block(chart)]
 
 
+# -- panels -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PanelRun:
+    """One panel note's latest run, as its answer notes tell it."""
+
+    link: str  # the panel note's path without .md: its answer notes' folder
+    run: str | None  # None: no answer note of it is finished yet
+    answers: tuple[AnswerNote, ...]  # the latest run's finished answer notes
+    earlier: int  # earlier runs, whose answer notes are left out
+
+
+def latest_runs(gathered: Gathered) -> list[PanelRun]:
+    """Per panel note (in vault order), its latest run and that run's answer notes. An
+    answer note belongs to the panel note whose folder it is in (a panel note
+    ``Queries/X.md`` keeps them in ``Queries/X/``); one not in a folder, to the panel its
+    ``panel`` property names."""
+    by_panel: dict[str, list[AnswerNote]] = {_link(name): [] for name in gathered.panels}
+    for answer in gathered.answers:
+        folder = answer.name.rpartition("/")[0] or answer.panel
+        by_panel.setdefault(folder, []).append(answer)
+    found = []
+    for link, answers in by_panel.items():
+        runs = sorted({a.run for a in answers}, reverse=True)
+        latest = runs[0] if runs else None
+        found.append(PanelRun(link, latest, tuple(a for a in answers if a.run == latest),
+                              max(len(runs) - 1, 0)))
+    return found
+
+
+def _link(name: str) -> str:
+    return name[:-3] if name.lower().endswith(".md") else name
+
+
+def _panels_section(gathered: Gathered) -> list[str]:
+    """Figures per assistant over every panel note's latest run: a row per measure (the
+    panel summary's cells), and for each list-valued measure a row per item named."""
+    panels = latest_runs(gathered)
+    answers = [a for p in panels for a in p.answers if is_judged(a)]
+    assistants = sorted({a.assistant for a in answers})
+    lines = ["## Panels", "",
+             f"Figures per assistant over the answer notes of {len(panels)} panel note(s), "
+             "each panel's latest run only (earlier runs' answer notes are left out): "
+             f"{len(answers)} answer(s) from {len(assistants)} assistant(s). A share is of "
+             "the answers whose measure succeeded, with its 95% Wilson interval; a mean has "
+             "its 95% t interval.", "",
+             *table(["panel", "latest run", "answers", "earlier runs"],
+                    [[wikilink(p.link), inline(p.run) if p.run else NONE, str(len(p.answers)),
+                      str(p.earlier)] for p in panels])]
+    labels: dict[str, list[str]] = {}
+    for answer in answers:
+        for result in answer.results.results:
+            found = labels.setdefault(result.measure, [])
+            if result.label not in found:
+                found.append(result.label)
+    if not labels or not assistants:
+        return lines
+    kinds = {measure: kind_of(collect(measure, answers).values) for measure in labels}
+    by_assistant = {name: [a for a in answers if a.assistant == name] for name in assistants}
+    rows = [[f"`{measure}`", inline(" / ".join(labels[measure])), kinds[measure],
+             *(measure_cell(kinds[measure], collect(measure, by_assistant[name]))
+               for name in assistants)]
+            for measure in labels if kinds[measure] != "list"]
+    head = [*(inline(name) for name in assistants)]
+    if rows:
+        lines += ["", "### Panel measures", "",
+                  *table(["measure", "description", "kind", *head], rows)]
+    for measure in labels:
+        if kinds[measure] != "list":
+            continue
+        items = [[inline(_shown(item)), *cells]
+                 for item, cells in mention_rows(assistants, measure, answers)]
+        lines += ["", f"### Panel mentions: `{measure}`", "",
+                  f"{inline(' / '.join(labels[measure]))}: per item named, the share of each "
+                  "assistant's answers naming it and its mean position in the list "
+                  "(pos, 1 = first), most named first.", "",
+                  *table(["item", *head], items)]
+    return lines
+
+
 def _notes_table(notes: tuple[NoteResults, ...], ids: list[str]) -> list[str]:
     rows = []
     for note in notes:
@@ -384,8 +480,18 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 # -- the Bases file -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PanelColumns:
+    """The answer notes' measures, for the base's view of them: their summaries, and the
+    property keys the answer notes have (lowercased)."""
+
+    measures: list[MeasureSummary]
+    written: Collection[str] | None = None
+
+
 def base_text(measures: list[MeasureSummary], prefix: str = DEFAULT_PREFIX,
-              written: Collection[str] | None = None) -> str:
+              written: Collection[str] | None = None,
+              panel: PanelColumns | None = None) -> str:
     """``vaultd.base``: the evaluated notes as a live table, one column per measure.
 
     Notes are those with an ``Evaluated`` property (vaultd writes it when a note
@@ -393,9 +499,64 @@ def base_text(measures: list[MeasureSummary], prefix: str = DEFAULT_PREFIX,
     With ``written`` (the property keys the notes have, lowercased), a measure no note has
     a property for (its results are objects, null, or failed) gets no column: it would
     never fill.
+
+    With ``panel`` (the vault has answer notes), a second view shows the answer notes
+    (those with a ``panel`` property) grouped by assistant, newest run first, with a
+    column per measure of theirs; the first view then leaves out answer notes and panel
+    notes, as the report does.
     """
-    order = ["file.name", "note.Status", "note.Evaluated"]
     properties: dict[str, dict[str, str]] = {"file.name": {"displayName": "Note"}}
+    order, summaries = _columns(["file.name", "note.Status", "note.Evaluated"], measures,
+                                prefix, written, properties)
+    view: dict[str, object] = {
+        "type": "table",
+        "name": "Evaluated notes",
+    }
+    if panel is not None:
+        view["filters"] = {"and": ['!file.hasProperty("panel")',
+                                   '!file.hasProperty("samples")',
+                                   '!file.hasProperty("assistants")']}
+    view["order"] = order
+    view["sort"] = [{"property": "note.Evaluated", "direction": "DESC"}]
+    if summaries:
+        view["summaries"] = summaries
+    views = [view]
+    if panel is not None:
+        order, summaries = _columns(
+            ["file.name", "note.assistant", "note.model", "note.sample", "note.run",
+             "note.Status"], panel.measures, prefix, panel.written, properties)
+        answers: dict[str, object] = {
+            "type": "table",
+            "name": "Panel answers by assistant",
+            "filters": {"and": ['file.hasProperty("panel")', "note.panel.isTruthy()"]},
+            "groupBy": {"property": "note.assistant", "direction": "ASC"},
+            "order": order,
+            "sort": [{"property": "note.run", "direction": "DESC"},
+                     {"property": "note.sample", "direction": "ASC"}],
+        }
+        if summaries:
+            answers["summaries"] = summaries
+        views.append(answers)
+    data = {
+        "filters": {"and": ['file.ext == "md"', 'file.hasProperty("Evaluated")']},
+        "properties": properties,
+        "views": views,
+    }
+    head = [
+        f"{BASE_MARKER} generated by vaultd (`vaultd report`), rewritten when the measures "
+        "change.",
+        "# Once you change this view in Obsidian, it is yours: vaultd leaves it alone.",
+    ]
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000)
+    return "\n".join(head) + "\n" + body
+
+
+def _columns(order: list[str], measures: list[MeasureSummary], prefix: str,
+             written: Collection[str] | None, properties: dict[str, dict[str, str]]
+             ) -> tuple[list[str], dict[str, str]]:
+    """A view's columns: ``order`` then one per measure (see :func:`base_text`), each
+    measure's display name added to ``properties``; and the view's summaries."""
+    order = list(order)
     summaries: dict[str, str] = {}
     for m in measures:
         if written is not None and property_key(prefix, m.id).lower() not in written:
@@ -407,23 +568,4 @@ def base_text(measures: list[MeasureSummary], prefix: str = DEFAULT_PREFIX,
             summaries[key] = "Average"
         elif m.kind == "boolean":
             summaries[key] = "Checked"
-    view: dict[str, object] = {
-        "type": "table",
-        "name": "Evaluated notes",
-        "order": order,
-        "sort": [{"property": "note.Evaluated", "direction": "DESC"}],
-    }
-    if summaries:
-        view["summaries"] = summaries
-    data = {
-        "filters": {"and": ['file.ext == "md"', 'file.hasProperty("Evaluated")']},
-        "properties": properties,
-        "views": [view],
-    }
-    head = [
-        f"{BASE_MARKER} generated by vaultd (`vaultd report`), rewritten when the measures "
-        "change.",
-        "# Once you change this view in Obsidian, it is yours: vaultd leaves it alone.",
-    ]
-    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000)
-    return "\n".join(head) + "\n" + body
+    return order, summaries

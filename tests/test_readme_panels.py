@@ -110,7 +110,8 @@ def test_the_sample_vault_s_panel_note_runs_with_a_key(
     ran = run_cli("run", str(vault), "--once", capsys=capsys)
 
     assert ran.code == 0, ran
-    assert ran.out.splitlines()[0] == "done       Panels/Sezary second-line.md: 3 of 3 answers"
+    assert ran.out.splitlines()[0].startswith(
+        "done       Panels/Sezary second-line.md: 3 of 3 answers, poteligeo_mentioned ")
     assert [r.model for r in panel.answer_requests()] == [SONNET] * 3
     answers = sorted((vault / "Panels" / "Sezary second-line").glob("*.md"))
     assert [p.name.split(" ", 2)[2] for p in answers] == [

@@ -395,14 +395,14 @@ def summary_lines(run: str, assistants: Sequence[str], measures: Sequence[Measur
     body += _section("Answers", _answers_table(names, now))
     body += _section("Runs", _runs_table(names, measures, kinds, [*now, *before]))
     changes = _changes_table(names, [m for m in measures if kinds[m.id] == "list"], judged,
-                             [a for a in before if _is_judged(a)])
+                             [a for a in before if is_judged(a)])
     if changes:
         body += _section("Changes", changes)
     return lines + quote(body[:-1])
 
 
 def _named(measure: Measure, answers: Iterable[AnswerNote]) -> set[str]:
-    return {item for value in _collect(measure.id, answers).values
+    return {item for value in collect(measure.id, answers).values
             if isinstance(value, tuple) for item in value}
 
 
@@ -423,11 +423,11 @@ def _changes_table(names: Sequence[str], lists: Sequence[Measure],
             then = _named(measure, [a for a in mine if a.run == previous])
             moved = [f"+{item}" for item in sorted(now - then)]
             moved += [f"\u2212{item}" for item in sorted(then - now)]
-            cells.append(_text(" ".join(moved)) if moved else "no change")
+            cells.append(cell_text(" ".join(moved)) if moved else "no change")
         rows.append(cells)
     if not rows or not lists:
         return []
-    return _table(["Assistant", "Since", *(_text(m.label) for m in lists)], rows)
+    return _table(["Assistant", "Since", *(cell_text(m.label) for m in lists)], rows)
 
 
 def panel_figures(measures: Sequence[Measure], answers: Sequence[AnswerNote]) -> dict[str, Typed]:

@@ -16,9 +16,18 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vaultd.errors import ConfigError, did_you_mean
 
@@ -27,6 +36,14 @@ DEFAULT_MODEL = "claude-sonnet-5-5"
 CONFIG_PATH = Path(".vaultd") / "config.toml"
 # A property key's start that YAML, Obsidian, Dataview and Bases all read unquoted.
 PREFIX_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+# Not allowed in a file name on Windows or macOS, nor in an Obsidian link: an assistant's
+# name (here) and a panel note's (vaultd.note.panel) become parts of answer notes' names.
+UNSAFE_NAME_CHARS = '#^[]|:*?"<>\\/'
+UNSAFE_NAME = re.compile("[" + re.escape(UNSAFE_NAME_CHARS) + r"\x00-\x1f\x7f]")
+PROVIDERS = ("anthropic", "openai")
+# The variable a provider's key is read from when an assistant does not name one.
+DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Price(BaseModel):
@@ -38,6 +55,101 @@ class Price(BaseModel):
     output: float = Field(ge=0)
     cache_read: float | None = Field(default=None, ge=0)  # default: 10% of input
     cache_write: float | None = Field(default=None, ge=0)  # default: 125% of input
+
+
+class Assistant(BaseModel):
+    """An ``[assistants.NAME]`` table: this model, through this API, with these settings
+    (shared/panel-format.md, *Assistants*). ``api_key_env`` is always set once validated (the
+    provider's variable when the table does not name one; ``""``: no key needed);
+    ``max_tokens`` None means the vault's ``answer_max_tokens`` (:func:`resolve_assistant`
+    fills it in), ``concurrency`` None no limit of its own, ``prices`` None the vault's
+    ``prices`` for the model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: Literal["anthropic", "openai"]
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str = ""
+    max_tokens: int | None = Field(default=None, gt=0)
+    system: str | None = None
+    concurrency: int | None = Field(default=None, ge=1, le=256)
+    prices: Price | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_env_default(cls, data: Any) -> Any:
+        provider = data.get("provider") if isinstance(data, dict) else None
+        if isinstance(provider, str) and provider in DEFAULT_KEY_ENV \
+                and "api_key_env" not in data:
+            data = {**data, "api_key_env": DEFAULT_KEY_ENV[data["provider"]]}
+        return data
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _provider(cls, value: Any) -> Any:
+        if value not in PROVIDERS:
+            hint = did_you_mean(value, PROVIDERS) if isinstance(value, str) else ""
+            shown = repr(value) if isinstance(value, str) else _toml_or_repr(value)
+            raise ValueError(f"{shown} is not one of {', '.join(PROVIDERS)}"
+                             + (f" ({hint})" if hint else ""))
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a model's name, not blank")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        # The value is never shown: a URL may hold a password.
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises ValueError for a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
+                or any(ch.isspace() for ch in value):
+            raise ValueError("must be an http:// or https:// URL, e.g. "
+                             "\"http://127.0.0.1:11434/v1\"")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not hold a user name or password (the key is read from "
+                             "the variable `api_key_env` names)")
+        if parts.query or parts.fragment:
+            raise ValueError("must not hold a query or fragment (?… or #…): it is the API's "
+                             "base, e.g. \"https://api.openai.com/v1\"")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_env(cls, value: str) -> str:
+        # The value is never shown: it may be a key put here by mistake.
+        if value and not _ENV_NAME.match(value):
+            raise ValueError("must be the NAME of the environment variable that holds the key "
+                             "(letters, digits and _, e.g. \"OPENAI_API_KEY\"), never the key "
+                             "itself; \"\" when none is needed")
+        return value
+
+
+def _safe_name(name: str) -> str:
+    """An assistant's name, as a panel note names it and as answer notes' names hold it."""
+    if not name.strip():
+        raise ValueError("an assistant's name must not be blank")
+    bad = "".join(sorted(set(UNSAFE_NAME.findall(name))))
+    if bad:
+        raise ValueError(f"the name holds {json.dumps(bad)}, not allowed in a file name "
+                         f"(no {UNSAFE_NAME_CHARS} in a name)")
+    if name != name.strip():
+        raise ValueError("an assistant's name must not start or end with a space")
+    return name
+
+
+AssistantName = Annotated[str, AfterValidator(_safe_name)]
 
 
 class Settings(BaseModel):
@@ -93,6 +205,11 @@ class Settings(BaseModel):
                                        "to cost more US dollars than this is not started "
                                        "(Status: Error, with the figures); inf: no limit (a "
                                        "note's own `max_cost_usd` wins)")
+    assistants: dict[AssistantName, Assistant] = Field(
+        default_factory=dict, description="assistants a panel note's `assistants` may name: "
+        "[assistants.NAME] tables with provider (anthropic, openai) and model, optionally "
+        "base_url, api_key_env, max_tokens, system, concurrency, prices; a name not set here "
+        "is taken as an Anthropic model name; not settable by an environment variable")
 
     @field_validator("property_prefix")
     @classmethod
@@ -124,7 +241,42 @@ class Settings(BaseModel):
         return self.workers or self.concurrency
 
 
+def resolve_assistant(settings: Settings, name: str) -> Assistant:
+    """The assistant ``name`` stands for: the vault's ``[assistants.NAME]``, else an Anthropic
+    assistant with ``model = name`` (the contract: a name that is not configured is taken as
+    an Anthropic model name); ``max_tokens`` filled in from ``answer_max_tokens`` where the
+    assistant sets none. ``name`` must not be blank (ValidationError)."""
+    found = settings.assistants.get(name)
+    if found is None:
+        found = Assistant(provider="anthropic", model=name)
+    if found.max_tokens is None:
+        found = found.model_copy(update={"max_tokens": settings.answer_max_tokens})
+    return found
+
+
 _EXAMPLES = {"prices": 'prices = { "claude-sonnet-5-5" = { input = 3.0, output = 15.0 } }'}
+# Commented out twice over (each line starts "#   "), so that uncommenting the settings'
+# "# name = default" lines leaves them be; under a [vaultd] table they are
+# [vaultd.assistants.NAME].
+_ASSISTANT_EXAMPLES = """\
+e.g. (in place of `assistants = {}`; under a [vaultd] table: [vaultd.assistants.NAME])
+[assistants.claude]
+provider = "anthropic"                   # the Messages API, through the anthropic SDK
+model = "claude-sonnet-5-5"
+
+[assistants.gpt]
+provider = "openai"                      # any OpenAI-compatible Chat Completions API
+model = "gpt-5"
+api_key_env = "OPENAI_API_KEY"           # the NAME of the variable that holds the key
+prices = { input = 1.25, output = 10.0 } # dollars per million tokens
+
+[assistants.local-llama]
+provider = "openai"
+model = "llama3.3"
+base_url = "http://127.0.0.1:11434/v1"   # Ollama; vLLM, LM Studio, OpenRouter alike
+api_key_env = ""                         # none needed
+concurrency = 2                          # its own limit of requests in flight
+"""
 
 
 def config_toml() -> str:
@@ -146,6 +298,8 @@ def config_toml() -> str:
         lines += ["", f"# {info.description}", f"# {name} = {_toml(default)}"]
         if name in _EXAMPLES:
             lines.append(f"#   e.g. {_EXAMPLES[name]}")
+        if name == "assistants":
+            lines += [f"#   {line}".rstrip() for line in _ASSISTANT_EXAMPLES.splitlines()]
     return "\n".join(lines) + "\n"
 
 
@@ -161,6 +315,13 @@ def _toml(value: Any) -> str:
     if isinstance(value, dict) and not value:
         return "{}"
     raise TypeError(f"no TOML form for {value!r}")
+
+
+def _toml_or_repr(value: Any) -> str:
+    try:
+        return _toml(value)
+    except TypeError:
+        return repr(value)
 
 
 def _env_name(name: str) -> str:
@@ -180,7 +341,13 @@ def load(vault: Path | None, explicit: Mapping[str, Any] | None = None,
         for key, value in table.items():
             values[key] = value
             sources[key] = str(path)
+    refused: list[str] = []  # settings no environment variable can give
     for name in Settings.model_fields:
+        if name in _NOT_FROM_ENVIRONMENT:
+            if _env_name(name) in environ:
+                refused.append(f"environment variable {_env_name(name)}: {name}: "
+                               f"{_NOT_FROM_ENVIRONMENT[name]}")
+            continue
         if _env_name(name) in environ:
             values[name] = environ[_env_name(name)]
             sources[name] = f"environment variable {_env_name(name)}"
@@ -188,32 +355,67 @@ def load(vault: Path | None, explicit: Mapping[str, Any] | None = None,
         if value is not None:
             values[key] = value
             sources[key] = f"--{key.replace('_', '-')}"
+    messages: list[tuple[int, str]] = []  # the file's in line order, then the rest
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
-        messages: list[tuple[int, str]] = []  # the file's in line order, then the rest
         for error in exc.errors():
-            loc = tuple(str(part) for part in error["loc"]) or ("?",)
+            loc = tuple(str(part) for part in error["loc"] if part != "[key]") or ("?",)
             where, line = sources.get(loc[0], "config"), 1 << 30
             if path is not None and where == str(path):
                 line = _locate(text, loc)
                 where = f"{path}:{line}"
             messages.append((line, f"{where}: {'.'.join(loc)}: {_reason(loc, error)}"))
         messages.sort(key=lambda item: item[0])
+        messages += [(1 << 30, message) for message in refused]
         raise ConfigError("\n".join(message for _, message in messages)) from exc
+    if refused:
+        raise ConfigError("\n".join(refused))
+    return settings
+
+
+_NOT_FROM_ENVIRONMENT = {
+    "assistants": "cannot be set by an environment variable: write [assistants.NAME] tables "
+                  "in the vault's .vaultd/config.toml (and unset the variable)",
+}
+# What a missing key of an assistant looks like when given.
+_REQUIRED_EXAMPLES = {"provider": 'provider = "openai"', "model": 'model = "gpt-5"'}
+
+
+def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    """The model whose fields are the keys known at ``loc``'s last part."""
+    if len(loc) == 1:
+        return Settings
+    if loc[0] == "prices" and len(loc) == 3:
+        return Price
+    if loc[0] == "assistants" and len(loc) == 3:
+        return Assistant
+    if loc[0] == "assistants" and len(loc) == 4 and loc[2] == "prices":
+        return Price
+    return None
 
 
 def _reason(loc: tuple[str, ...], error: Any) -> str:
     """What is wrong with the setting at ``loc``, and how to put it right."""
     if error["type"] == "extra_forbidden":
-        known = list(Settings.model_fields) if len(loc) == 1 else list(Price.model_fields)
+        model = _model_at(loc)
+        known = list(model.model_fields) if model is not None else []
         hint = did_you_mean(loc[-1], known) or "known: " + ", ".join(known)
         return f"unknown setting ({hint})"
+    if loc[0] == "assistants" and len(loc) == 2 and error["type"] == "model_type":
+        return (f"must be a table: [assistants.{loc[1]}] with provider and model (e.g. "
+                f"{_REQUIRED_EXAMPLES['provider']}, {_REQUIRED_EXAMPLES['model']})")
+    if loc[0] == "assistants" and len(loc) == 3 and error["type"] == "missing":
+        return f"missing (e.g. {_REQUIRED_EXAMPLES.get(loc[2], loc[2] + ' = ...')})"
+    if loc[0] == "assistants" and len(loc) == 3 and loc[2] == "model" \
+            and error["type"] == "string_too_short":
+        return "must be a model's name, not empty"
     reason = str(error["msg"]).removeprefix("Value error, ")
     field = Settings.model_fields.get(loc[0])
-    if len(loc) == 1 and field is not None and field.default is not None \
-            and not isinstance(field.default, dict):
-        reason += f" (default: {_toml(field.default)})"
+    if len(loc) == 1 and field is not None:
+        default = field.get_default(call_default_factory=True)
+        if default is not None and not isinstance(default, dict):
+            reason += f" (default: {_toml(default)})"
     return reason
 
 

@@ -23,6 +23,7 @@ from typing import Literal
 
 import yaml
 
+from vaultd.config import UNSAFE_NAME, UNSAFE_NAME_CHARS
 from vaultd.errors import Problem, one_line
 from vaultd.note import yamlread
 from vaultd.note.measures import Measure
@@ -35,9 +36,7 @@ from vaultd.stats import fisher_exact, mean_interval, wilson
 
 MAX_SAMPLES = 100
 RUN_ID = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d):(\d\d):(\d\d)Z$")  # 2026-12-02T14:35:07Z
-# Not allowed in a file name on Windows or macOS, nor in an Obsidian link.
-UNSAFE_NAME_CHARS = '#^[]|:*?"<>\\/'
-_UNSAFE = re.compile("[" + re.escape(UNSAFE_NAME_CHARS) + r"\x00-\x1f\x7f]")
+_UNSAFE = UNSAFE_NAME  # the one rule for names in file names (vaultd.config)
 _LINK = re.compile(r"^\[\[([^\]|#^]*)(?:[#^][^\]|]*)?(?:\|[^\]]*)?\]\]$")
 
 

@@ -8,7 +8,7 @@ from typing import TextIO
 from vaultd import config
 from vaultd.edges.model import known_models, unknown_model
 from vaultd.edges.vault import find_vault, iter_notes, read_note
-from vaultd.errors import ConfigError, FormatError, NoteReadError, Problem
+from vaultd.errors import ConfigError, FormatError, NoteReadError, Problem, did_you_mean
 from vaultd.evaluate.prepare import Checked, check_note
 from vaultd.note.panel import PanelSpec, read_panel
 from vaultd.note.properties import collisions
@@ -24,11 +24,12 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
     named on the command line that is not one says so, and why. The config of the vault
     each path is in is checked too (once), and gives the property prefix; a measure whose
     property a user's property holds, a model name the installed SDK does not know (an
-    assistant's too), or an ``[!answer]`` in a panel note (left as it is, not judged), is a
-    warning, not a problem.
+    assistant's too, unless the vault's config names it an assistant), or an ``[!answer]``
+    in a panel note (left as it is, not judged), is a warning, not a problem.
     """
     checked = with_problems = with_warnings = 0
     prefixes: dict[Path | None, str] = {}
+    configured: dict[Path | None, frozenset[str]] = {}  # each vault's assistants' names
     known: frozenset[str] | None = None  # the SDK's model names, read once when needed
     for path in paths:
         explicit = path.is_file()
@@ -37,9 +38,11 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
             try:
                 settings = config.load(vault)
                 prefixes[vault] = settings.property_prefix
+                configured[vault] = frozenset(settings.assistants)
                 known = known_models() if known is None else known
                 for key in ("model", "answer_model"):
-                    warning = unknown_model(getattr(settings, key), known)
+                    name = getattr(settings, key)
+                    warning = None if name in configured[vault] else unknown_model(name, known)
                     if warning:
                         with_warnings += 1
                         print(f"{vault or 'vaultd'}: warning: setting `{key}`: {warning}",
@@ -48,6 +51,7 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
                 print(str(exc), file=out)
                 with_problems += 1
                 prefixes[vault] = config.Settings.model_fields["property_prefix"].default
+                configured[vault] = frozenset()
         notes = [path] if explicit else list(iter_notes(path, vault)) if path.is_dir() else None
         if notes is None:
             print(f"{path}: no such file or folder", file=out)
@@ -85,14 +89,16 @@ def check_paths(paths: list[Path], out: TextIO) -> int:
             for problem in sorted(problems, key=lambda p: (p.line or 0, p.message)):
                 print(problem.format(str(note_path)), file=out)
             with_problems += bool(problems)
+            if good is None and spec is None:
+                continue
             known = known_models() if known is None else known
             warnings: list[tuple[int, str]] = []
-            if spec is not None:  # a panel's settings are looked at even when it has problems
-                warnings.extend(_panel_warnings(note, spec, known))
             if good is not None:
-                warnings.extend((c.line, f"{c.message} ({c.hint})")
-                                for c in collisions(note, prefixes[vault], good.plan.measures))
-                warnings.extend(_model_warnings(note, good, known))
+                warnings += [(c.line, f"{c.message} ({c.hint})")
+                             for c in collisions(note, prefixes[vault], good.plan.measures)]
+                warnings.extend(_model_warnings(note, good, known, configured[vault]))
+            if spec is not None:  # a panel note's, even where it has problems
+                warnings.extend(_panel_warnings(note, spec, known, configured[vault]))
             with_warnings += bool(warnings)
             for line, message in sorted(warnings):
                 print(f"{note_path}:{line}: warning: {message}", file=out)
@@ -106,32 +112,42 @@ _FRONTMATTER_HOW = ("to run it, start the note with a frontmatter block: a `---`
                     "very first line, then `Status: Pending`, then `---`")
 
 
-def _model_warnings(note: Note, good: Checked, known: frozenset[str]) -> list[tuple[int, str]]:
+def _model_warnings(note: Note, good: Checked, known: frozenset[str],
+                    assistants: frozenset[str]) -> list[tuple[int, str]]:
     """(line, warning) for each model name the note or its measures give that the installed
-    SDK does not know (a `model: M1 Pro` in a product note, or a typo)."""
+    SDK does not know (a `model: M1 Pro` in a product note, or a typo) and that is not one
+    of the vault's ``assistants`` (a judge may be one)."""
     found: list[tuple[int, str]] = []
     answer_note = note.frontmatter is not None and note.frontmatter.get("panel") is not None
     for key, name in (("judge" if answer_note else "model", good.overrides.model),
                       ("answer_model", good.overrides.answer_model)):
         prop = note.frontmatter.get(key) if note.frontmatter else None
-        warning = unknown_model(name, known) if name else None
+        warning = unknown_model(name, known) if name and name not in assistants else None
         if warning and prop:
             spelled = prop.key.strip("'\"")
             found.append((prop.start + 1, f"property `{spelled}`: {warning}"))
     for measure in good.plan.measures:
-        warning = unknown_model(measure.model, known) if measure.model else None
+        warning = unknown_model(measure.model, known) \
+            if measure.model and measure.model not in assistants else None
         if warning:
             found.append((measure.line, f"measure `{measure.id}`: model {warning}"))
     return found
 
 
-def _panel_warnings(note: Note, spec: PanelSpec, known: frozenset[str]) -> list[tuple[int, str]]:
-    """(line, warning) for a panel note's assistant names the installed SDK does not know
-    (issue 14: an assistant is an Anthropic model), and for an ``[!answer]`` it holds."""
+def _panel_warnings(note: Note, spec: PanelSpec, known: frozenset[str],
+                    assistants: frozenset[str]) -> list[tuple[int, str]]:
+    """(line, warning) for a panel note's assistant names that are neither one of the vault's
+    ``assistants`` nor a model the installed SDK knows (a name not configured is an Anthropic
+    model), with a did-you-mean among both; and for an ``[!answer]`` the note holds."""
     found: list[tuple[int, str]] = []
     prop = note.frontmatter.get("assistants") if note.frontmatter else None
     for name in spec.assistants:
-        warning = unknown_model(name, known)
+        warning = None if name in assistants else unknown_model(name, known)
+        if warning and assistants:
+            hint = did_you_mean(name, sorted(assistants)) or did_you_mean(name, sorted(known))
+            warning = (f"`{name}` is neither an assistant the vault's config.toml sets "
+                       f"([assistants.NAME]: {', '.join(sorted(assistants))}) nor a model the "
+                       "installed anthropic SDK knows" + (f" ({hint})" if hint else ""))
         if warning and prop:
             spelled = prop.key.strip("'\"")
             found.append((prop.start + 1, f"property `{spelled}`: assistant {warning}"))

@@ -494,7 +494,7 @@ class FakeMessagesAPI:
     def message_requests(self) -> list[Request]:
         """The recorded ``POST /v1/messages`` requests."""
         with self._lock:
-            return [r for r in self.requests if r.path == "/v1/messages"]
+            return [r for r in self.requests if r.path == self.messages_path]
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -530,12 +530,12 @@ class FakeMessagesAPI:
             send_bytes(status, json.dumps(payload).encode(), {})
 
         def send_error(status: int, message: str) -> None:
-            send_json(status, _error_body(status, message, request_id))
+            send_json(status, self._error_json(status, message, request_id, request))
 
         try:
             if bad_json:
                 send_error(400, "Request body is not valid JSON.")
-            elif method == "POST" and path == "/v1/messages":
+            elif method == "POST" and path == self.messages_path:
                 self._handle_message(handler, request, request_id, base_headers)
             elif self.accepted_keys is not None and request.api_key not in self.accepted_keys:
                 send_error(401, "invalid x-api-key")  # every endpoint checks the key
@@ -613,8 +613,23 @@ class FakeMessagesAPI:
         if reply.body is not None:
             return json.dumps(reply.body).encode()
         if reply.status >= 400:
-            return json.dumps(_error_body(reply.status, reply.text, request_id)).encode()
-        return json.dumps(_message_body(request, reply)).encode()
+            return json.dumps(self._error_json(reply.status, reply.text, request_id,
+                                               request)).encode()
+        return json.dumps(self._success_json(request, reply)).encode()
+
+    # -- the wire format (a subclass speaking another API replaces these) -------------------
+
+    messages_path = "/v1/messages"
+    """The path of the one endpoint that answers a request with a reply."""
+
+    def _error_json(self, status: int, message: str | None, request_id: str,
+                    request: Request) -> dict[str, Any]:
+        """The API's error body for ``status`` (``message``, else the API's usual one)."""
+        return _error_body(status, message, request_id)
+
+    def _success_json(self, request: Request, reply: Reply) -> dict[str, Any]:
+        """The API's body for a reply of ``reply.text``."""
+        return _message_body(request, reply)
 
     def _ratelimit_headers(self) -> dict[str, str]:
         reset = _rfc3339(time.time() + 60)

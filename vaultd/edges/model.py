@@ -27,19 +27,38 @@ across threads:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import email.utils
-import errno
-import heapq
 import os
-import socket
 import threading
-import time
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from vaultd.edges.provider import (
+    RATE_LIMIT_KINDS as RATE_LIMIT_KINDS,
+)
+from vaultd.edges.provider import (
+    REDACTED as REDACTED,
+)
+from vaultd.edges.provider import (
+    Outages,
+    _cannot_connect,
+    _connection_cause,
+    _Deadlines,
+    _redirected_to,
+    _secrets,
+)
+from vaultd.edges.provider import (
+    RateGate as RateGate,
+)
+from vaultd.edges.provider import (
+    parse_rfc3339 as parse_rfc3339,
+)
+from vaultd.edges.provider import (
+    redact as redact,
+)
+from vaultd.edges.provider import (
+    retry_after as retry_after,
+)
 from vaultd.errors import ModelError, ModelUnavailable, did_you_mean, one_line
 from vaultd.evaluate.ask import ModelReply, ModelRequest
 
@@ -152,21 +171,6 @@ def _unsendable(what: str, secret: object) -> str | None:
             "it: remove it")
 
 
-def _secrets(*values: object) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(v for v in values if isinstance(v, str) and v))
-
-
-REDACTED = "[API key]"
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret (and every long word of one) replaced by ``[API key]``."""
-    for secret in secrets:
-        for part in (secret, secret.strip(), *secret.split()):
-            if len(part) >= 8:
-                text = text.replace(part, REDACTED)
-    return text
-
 
 class NoKeyModel:
     """Stands in when there is no API key: every request fails with the same clear line."""
@@ -182,272 +186,6 @@ class NoKeyModel:
 
     def answering(self) -> bool:
         return False
-
-
-# -- rate-limit pacing ---------------------------------------------------------------------
-
-RATE_LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
-
-
-def parse_rfc3339(value: str) -> float | None:
-    """Seconds since the epoch for an RFC 3339 timestamp (``...Z`` or with an offset)."""
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.timestamp() if moment.tzinfo is not None else None
-
-
-def retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """The pause the API asks for, in seconds (>= 0), or None when it asks for none.
-
-    ``retry-after-ms`` (milliseconds) wins over ``retry-after`` (seconds, or an HTTP-date,
-    compared with the wall clock ``now``)."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        return None
-    return max(0.0, moment.timestamp() - now)
-
-
-def _int(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(float(value))
-    except ValueError:
-        return None
-
-
-class RateGate:
-    """One gate for every thread: requests pass only while no pause is in force.
-
-    :meth:`observe` reads a reply's ``anthropic-ratelimit-*`` headers: when a ``remaining``
-    count is 0, or below ``headroom`` of its ``limit``, new requests are held until that
-    limit's ``reset`` time. :meth:`hold` starts a pause of a given length (a ``retry-after``).
-    Pauses only ever extend the gate's closing time and are capped at ``max_pause`` seconds.
-
-    ``clock`` (monotonic seconds), ``wall`` (epoch seconds, to read the reset timestamps) and
-    ``sleep`` can be replaced in tests; the default sleep is cut short by :meth:`close`.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_pause: float = 60.0,
-        headroom: float = 0.05,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
-        sleep: Callable[[float], object] | None = None,
-    ) -> None:
-        self.max_pause = max_pause
-        self.headroom = headroom
-        self.clock = clock
-        self.wall = wall
-        self._closed = threading.Event()
-        self._sleep: Callable[[float], object] = sleep or self._closed.wait
-        self._lock = threading.Lock()
-        self._until = float("-inf")  # clock() time when the gate opens again
-        self.reason = ""  # why the latest pause began
-        self.pauses = 0  # pauses begun or extended
-        self.waited = 0.0  # seconds callers spent held, all threads together
-
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set()
-
-    def close(self) -> None:
-        """Wake every waiting thread; :meth:`wait` returns at once from now on."""
-        self._closed.set()
-
-    def remaining(self) -> float:
-        """Seconds until the gate opens (0 when open)."""
-        with self._lock:
-            return max(0.0, self._until - self.clock())
-
-    def hold(self, seconds: float, reason: str) -> float:
-        """Hold every new request for ``seconds`` (capped) from now; returns the pause set."""
-        seconds = min(max(0.0, seconds), self.max_pause)
-        if seconds <= 0:
-            return 0.0
-        with self._lock:
-            until = self.clock() + seconds
-            if until > self._until:
-                self._until = until
-                self.reason = reason
-                self.pauses += 1
-        return seconds
-
-    def observe(self, headers: Mapping[str, str]) -> float:
-        """Read a reply's rate-limit headers; returns the pause they started (0 if none)."""
-        longest = 0.0
-        for kind in RATE_LIMIT_KINDS:
-            prefix = f"anthropic-ratelimit-{kind}-"
-            remaining = _int(headers.get(prefix + "remaining"))
-            if remaining is None:
-                continue
-            limit = _int(headers.get(prefix + "limit"))
-            low = remaining <= 0 or (limit is not None and remaining < self.headroom * limit)
-            reset = parse_rfc3339(headers.get(prefix + "reset", ""))
-            if not low or reset is None:
-                continue
-            reason = f"{kind} rate limit: {remaining} of {limit if limit is not None else '?'} left"
-            longest = max(longest, self.hold(reset - self.wall(), reason))
-        return longest
-
-    def wait(self) -> float:
-        """Block until the gate is open (or closed for good); returns the seconds waited."""
-        start = self.clock()
-        while not self.closed:
-            left = self.remaining()
-            if left <= 0:
-                break
-            self._sleep(min(left, self.max_pause))
-        waited = max(0.0, self.clock() - start)
-        if waited:
-            with self._lock:
-                self.waited += waited
-        return waited
-
-
-# -- deadlines -----------------------------------------------------------------------------
-
-
-class _Ticket:
-    """One request's deadline, and the connections it was seen using."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self._lock = threading.Lock()
-        self._streams: list[Any] = []
-        self._done = False
-        self._expired = False
-
-    @property
-    def expired(self) -> bool:
-        """Whether the watchdog cut the request off at its deadline."""
-        with self._lock:
-            return self._expired
-
-    @property
-    def done(self) -> bool:
-        with self._lock:
-            return self._done
-
-    def finish(self) -> None:
-        with self._lock:
-            self._done = True
-            self._streams = []
-
-    def saw(self, stream: Any) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._streams.append(stream)
-            cut = self._expired
-        if cut:  # the deadline passed while it was connecting
-            _cut(stream)
-
-    def expire(self) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._expired = True
-            streams, self._streams = self._streams, []
-        for stream in streams:
-            _cut(stream)
-
-
-def _cut(stream: Any) -> None:
-    """Shut a connection down from another thread: the read waiting on it returns at once.
-
-    ``socket.shutdown`` of the plain socket, even under TLS (``SSLSocket.shutdown`` would
-    change the TLS state under the reading thread)."""
-    sock = stream.get_extra_info("socket") if hasattr(stream, "get_extra_info") else None
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-class _Deadlines:
-    """A total deadline for each HTTP request, kept by one watchdog thread for all of them.
-
-    The SDK's ``timeout`` bounds each read, so a reply that trickles in a byte at a time
-    never ends. Each attempt takes a :class:`_Ticket` (:meth:`start`) in its own thread; the
-    httpx hooks of :meth:`hooks` tell the ticket of that thread which connection the request
-    uses (when it connects, and when the reply's headers arrive), and at the deadline the
-    watchdog shuts that connection down, so the request fails there and then. (A connection
-    reused from the pool is known from the reply's headers on: until they have arrived, a
-    server that sends its headers a byte at a time on such a connection is bounded per read.)
-    """
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Ticket]] = []
-        self._order = 0
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def start(self, seconds: float) -> _Ticket:
-        ticket = _Ticket(time.monotonic() + seconds)
-        self._local.ticket = ticket
-        with self._cond:
-            self._order += 1
-            heapq.heappush(self._heap, (ticket.deadline, self._order, ticket))
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(target=self._watch, name="vaultd-deadlines",
-                                                daemon=True)
-                self._thread.start()
-            self._cond.notify()
-        return ticket
-
-    def saw(self, stream: Any) -> None:
-        """The request of this thread uses ``stream`` (called by the httpx hooks)."""
-        ticket = getattr(self._local, "ticket", None)
-        if isinstance(ticket, _Ticket) and stream is not None:
-            ticket.saw(stream)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _watch(self) -> None:
-        with self._cond:
-            while not self._closed:
-                while self._heap and self._heap[0][2].done:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                deadline, _, ticket = self._heap[0]
-                left = deadline - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                heapq.heappop(self._heap)
-                ticket.expire()
-
-    def trace(self, event: str, info: dict[str, Any]) -> None:
-        """httpcore's trace: the connection a request has just opened."""
-        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
-            self.saw(info.get("return_value"))
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -470,65 +208,6 @@ def _error_type(exc: anthropic.APIStatusError) -> str | None:
             return str(error["type"])
     return None
 
-
-def _connection_cause(exc: BaseException) -> str:
-    """What went wrong under an APIConnectionError: ``connection refused``, ..."""
-    seen: set[int] = set()
-    deepest: BaseException = exc
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        deepest = current
-        if isinstance(current, ConnectionRefusedError):
-            return "connection refused"
-        current = current.__cause__ or current.__context__
-    if isinstance(deepest, OSError) and deepest.strerror:
-        text = deepest.strerror
-    else:
-        text = str(deepest) or type(deepest).__name__
-    text = one_line(text, 200).rstrip(".")
-    return text[:1].lower() + text[1:]
-
-
-def _redirected_to(exc: BaseException, base_url: str) -> str | None:
-    """The URL a failed connection was for, when a redirect took it away from ``base_url``.
-
-    The SDK's error names the request it made; httpx's error under it, the request that
-    failed (the last of the redirects it followed)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc.__cause__ or exc.__context__
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        try:
-            url = str(current.request.url)  # type: ignore[attr-defined]
-        except (AttributeError, RuntimeError):  # httpx raises RuntimeError for "no request"
-            current = current.__cause__ or current.__context__
-            continue
-        origin = base_url.rstrip("/")
-        return None if url == origin or url.startswith(origin + "/") else url
-    return None
-
-
-_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
-                          errno.EADDRNOTAVAIL})
-
-
-def _cannot_connect(exc: BaseException) -> bool:
-    """Whether a connection error is a failure to connect at all (refused, no route, no such
-    host), which no request gets past, rather than one connection dropped midway."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, socket.gaierror):
-            return True
-        if isinstance(current, OSError) and current.errno in _UNREACHABLE:
-            return True
-        # httpx's ConnectError (the SDK's own httpx, whatever its package is called)
-        if any(cls.__name__ == "ConnectError" for cls in type(current).__mro__):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 MALFORMED = "the model API sent a malformed reply"
@@ -638,14 +317,10 @@ class AnthropicModel:
         # find out about the key (until its first attempt)
         self._calls = threading.local()
         self._lock = threading.Lock()  # the counters
-        self._auth = threading.Condition()
         self.outage_backoff = outage_backoff
         self.outage_cap = max(outage_cap, outage_backoff)
-        self._outage: str | None = None  # why no request can get through, while it lasts
-        self._outage_until = 0.0  # monotonic time when one request may try again
-        self._outage_pause = outage_backoff  # the next outage's length
-        self._auth_ok = False  # the API has accepted the key (since the last outage)
-        self._probing = False  # a request is finding out whether it does
+        self.outages = Outages(outage_backoff, outage_cap, closed=lambda: self.gate.closed,
+                               closed_message=CLOSED)
 
     @property
     def base_url(self) -> str:
@@ -684,18 +359,13 @@ class AnthropicModel:
         """httpx's hook when a reply's headers have arrived, before its body is read."""
         self._deadlines.saw(response.extensions.get("network_stream"))
         if 200 <= response.status_code < 300:  # the key is good: the others need not wait
-            with self._auth:                  # for this reply's body
-                if not self._auth_ok:
-                    self._auth_ok = True
-                    self._outage_pause = self.outage_backoff
-                    self._auth.notify_all()
+            self.outages.accept()             # for this reply's body
 
     def close(self) -> None:
         """Close the client; calls waiting on a pause or on the key fail at once."""
         self._deadlines.close()
         self.gate.close()
-        with self._auth:
-            self._auth.notify_all()
+        self.outages.wake()
         client = self._client_made  # not under the lock: an import in progress is not waited for
         if client is not None:
             client.close()
@@ -716,12 +386,12 @@ class AnthropicModel:
         self._calls.tries = 0
         # admitted in the order the calls come, before the SDK is imported: the first call
         # is the one that finds out whether the key is good (see :meth:`_each_attempt`)
-        self._calls.admitted = self._admit()
+        self._calls.admitted = self.outages.admit()
         try:
             return use(self.client)
         finally:
             if self._calls.admitted:  # it made no attempt: let the next caller in
-                self._settle(True, accepted=False, refused=None)
+                self.outages.settle(True, accepted=False, refused=None)
             self._calls.admitted = False
 
     def send(self, params: dict[str, Any]) -> ModelReply:
@@ -777,7 +447,7 @@ class AnthropicModel:
                 cause = f"it redirected to {elsewhere}: {cause}"
             message = self.redacted(f"cannot reach the model API at {where}: {cause}{gave_up}")
             if _cannot_connect(exc):
-                self._begin_outage(message)
+                self.outages.begin(message)
                 return ModelUnavailable(message)
             return ModelError(message)
         return ModelError(self.redacted(f"model request failed: {one_line(str(exc), 300)}"))
@@ -798,7 +468,7 @@ class AnthropicModel:
         """Send one attempt once the key and the gate allow it, and learn from its reply."""
         import anthropic
 
-        probe = True if getattr(self._calls, "admitted", False) else self._admit()
+        probe = True if getattr(self._calls, "admitted", False) else self.outages.admit()
         self._calls.admitted = False
         accepted = False
         refused: str | None = None
@@ -832,59 +502,13 @@ class AnthropicModel:
                     self.gate.hold(pause, f"the API asked for a {pause:g} s pause after a {status}")
             return response
         finally:
-            self._settle(probe, accepted=accepted, refused=refused)
+            self.outages.settle(probe, accepted=accepted, refused=refused)
 
     # -- the key, and outages ---------------------------------------------------------
 
     def unavailable(self, model: str | None = None) -> str | None:
         """Why no request can be made now (an outage in force), or None."""
-        with self._auth:
-            if self._outage and time.monotonic() < self._outage_until:
-                return self._outage
-            return None
+        return self.outages.unavailable()
 
     def answering(self) -> bool:
-        with self._auth:
-            return self._auth_ok
-
-    def _begin_outage(self, message: str) -> None:
-        """No request gets through: fail every call at once until the back-off has passed."""
-        with self._auth:
-            if self._outage is None:  # one outage, however many calls met it at once
-                self._outage = message
-                self._outage_until = time.monotonic() + self._outage_pause
-                self._outage_pause = min(self.outage_cap, self._outage_pause * 2)
-            self._auth_ok = False
-            self._auth.notify_all()
-
-    def _admit(self) -> bool:
-        """Wait until this call may send; True when it is the one finding out about the key."""
-        with self._auth:
-            while True:
-                if self._outage:  # a bad key fails once, not once per measure
-                    if time.monotonic() < self._outage_until:
-                        raise ModelUnavailable(self._outage)
-                    self._outage = None  # the back-off is over: one request finds out
-                    self._auth_ok = False
-                if self.gate.closed:
-                    raise ModelError(CLOSED)
-                if self._auth_ok:
-                    return False
-                if not self._probing:
-                    self._probing = True
-                    return True
-                self._auth.wait()
-
-    def _settle(self, probe: bool, *, accepted: bool, refused: str | None) -> None:
-        """Record what an attempt taught about the key, and let the next caller in."""
-        if not (probe or accepted or refused):
-            return
-        if refused:
-            self._begin_outage(refused)
-        with self._auth:
-            if accepted:
-                self._auth_ok = True
-                self._outage_pause = self.outage_backoff
-            if probe:
-                self._probing = False
-            self._auth.notify_all()
+        return self.outages.answering()

@@ -451,7 +451,7 @@ class OpenAIModel:
 
     # -- the key, and outages ---------------------------------------------------------
 
-    def unavailable(self) -> str | None:
+    def unavailable(self, model: str | None = None) -> str | None:
         """Why no request can be made now (no key; an outage in force), or None."""
         return self._problem or self.outages.unavailable()
 

@@ -91,7 +91,7 @@ def assistant_client(settings: Settings, name: str, assistant: Assistant) -> Cli
         from vaultd.edges.openai_model import OpenAIModel
 
         return OpenAIModel(name, assistant.model, base_url=assistant.base_url,
-                           api_key_env=assistant.api_key_env,
+                           api_key_env=assistant.api_key_env, system=assistant.system,
                            max_retries=settings.model_retries, timeout=settings.model_timeout)
     variable = assistant.api_key_env
     key = os.environ.get(variable) if variable else "none"  # "": a proxy that needs none

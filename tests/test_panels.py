@@ -444,3 +444,38 @@ def test_sigterm_mid_run_then_the_daemon_resumes_it(vault: Path, api: FakeMessag
     assert len(panel.answer_requests()) - before == 3
     assert len(answer_notes(vault)) == 6
     assert {p: p.read_bytes() for p in kept} == kept
+
+
+def test_every_7d_after_a_week_offline_makes_one_run(vault: Path, api: FakeMessagesAPI) -> None:
+    from .daemonproc import DaemonProcess, marker_done
+
+    panel = Panel(api)
+    note = write_panel(vault, panel_note(samples=2, assistants=SONNET).replace(
+        "samples: 2\n", "samples: 2\nevery: 7d\n"))
+    with DaemonProcess(vault, "--settle", "0.2",
+                       env={"VAULTD_NOW": "2026-12-01T09:00:00Z"}) as daemon:
+        daemon.wait_ready()
+        wait_for(lambda: frontmatter(note)["status"] == "Done", what="the first run")
+        daemon.stop()
+    assert frontmatter(note)["run"] == "2026-12-01T09:00:00Z"
+    first = {p: p.read_bytes() for p in answer_notes(vault)}
+    assert len(first) == 2
+
+    # a week and a day later: one catch-up run, not one per period missed
+    with DaemonProcess(vault, "--settle", "0.2",
+                       env={"VAULTD_NOW": "2026-12-09T10:00:00Z"}) as daemon:
+        daemon.wait_ready()
+        wait_for(lambda: str(frontmatter(note)["run"]).startswith("2026-12-09T10:00")
+                 and frontmatter(note)["status"] == "Done", what="the catch-up run")
+        marker_done(vault)
+        daemon.stop()
+    assert len(panel.answer_requests()) == 4
+    assert {p: p.read_bytes() for p in first} == first  # the earlier run's notes untouched
+
+    # an hour after that: not due
+    with DaemonProcess(vault, "--settle", "0.2",
+                       env={"VAULTD_NOW": "2026-12-09T11:00:00Z"}) as daemon:
+        daemon.wait_ready()
+        marker_done(vault, "marker2.md")  # proof the daemon looked at the vault
+        daemon.stop()
+    assert len(panel.answer_requests()) == 4

@@ -46,6 +46,7 @@ from vaultd.edges.provider import (
     _Deadlines,
     _redirected_to,
     _secrets,
+    answered,
 )
 from vaultd.edges.provider import (
     RateGate as RateGate,
@@ -495,11 +496,8 @@ class AnthropicModel:
             if status == 401:
                 refused = self.redacted(
                     f"the API key was refused (401): {_reply_message(response)}")
-            else:  # a 4xx other than 401 answers the request itself: the key got through
-                accepted = status < 500
-                pause = retry_after(response.headers, self.gate.wall()) if status >= 400 else None
-                if pause:  # the SDK waits it out in this thread; the gate, in every other
-                    self.gate.hold(pause, f"the API asked for a {pause:g} s pause after a {status}")
+            else:
+                accepted = answered(self.gate, status, response.headers)
             return response
         finally:
             self.outages.settle(probe, accepted=accepted, refused=refused)

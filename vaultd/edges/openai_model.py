@@ -46,9 +46,10 @@ from vaultd.edges.provider import (
     _cannot_connect,
     _connection_cause,
     _Deadlines,
+    _int,
     _secrets,
+    answered,
     redact,
-    retry_after,
 )
 from vaultd.errors import ModelError, ModelUnavailable, one_line
 from vaultd.evaluate.ask import ModelReply, ModelRequest
@@ -103,15 +104,6 @@ def observe_rate_limits(gate: RateGate, headers: Mapping[str, str]) -> float:
         reason = f"{kind} rate limit: {remaining} of {limit if limit is not None else '?'} left"
         longest = max(longest, gate.hold(reset, reason))
     return longest
-
-
-def _int(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(float(value))
-    except ValueError:
-        return None
 
 
 def is_openai(base_url: str) -> bool:
@@ -440,11 +432,8 @@ class OpenAIModel:
                 response.read()
                 refused = self.redacted(self._named(
                     f"401 invalid API key: {_reply_message(response)}"))
-            else:  # a 4xx other than 401 answers the request itself: the key got through
-                accepted = status < 500
-                pause = retry_after(response.headers, self.gate.wall()) if status >= 400 else None
-                if pause:  # the SDK waits it out in this thread; the gate, in every other
-                    self.gate.hold(pause, f"the API asked for a {pause:g} s pause after a {status}")
+            else:
+                accepted = answered(self.gate, status, response.headers)
             return response
         finally:
             self.outages.settle(probe, accepted=accepted, refused=refused)

@@ -83,6 +83,16 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     return max(0.0, moment.timestamp() - now)
 
 
+def answered(gate: RateGate, status: int, headers: Mapping[str, str]) -> bool:
+    """After a reply other than a 401: whether the key got through (a 4xx answers the
+    request itself; a 5xx tells nothing of the key). A pause the API asked for is held in
+    ``gate`` for every other thread (the SDK waits it out in this one)."""
+    pause = retry_after(headers, gate.wall()) if status >= 400 else None
+    if pause:
+        gate.hold(pause, f"the API asked for a {pause:g} s pause after a {status}")
+    return status < 500
+
+
 def _int(value: str | None) -> int | None:
     if value is None:
         return None

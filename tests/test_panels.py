@@ -479,3 +479,79 @@ def test_every_7d_after_a_week_offline_makes_one_run(vault: Path, api: FakeMessa
         marker_done(vault, "marker2.md")  # proof the daemon looked at the vault
         daemon.stop()
     assert len(panel.answer_requests()) == 4
+
+
+def test_a_scheduled_run_without_its_model_is_tried_again_a_period_later(
+        vault: Path, api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that fails for a reason outside the note (here: no key) says why in `Error`
+    and counts as tried: an hour later, key or not, nothing is asked; a period later, with
+    the key back, the next run goes ahead and keeps the earlier run's answer notes."""
+    from .daemonproc import DaemonProcess, marker_done
+
+    panel = Panel(api)
+    note = write_panel(vault, panel_note(samples=2, assistants=SONNET).replace(
+        "samples: 2\n", "samples: 2\nevery: 7d\n"))
+    with DaemonProcess(vault, "--settle", "0.2",
+                       env={"VAULTD_NOW": "2026-12-01T09:00:00Z"}) as daemon:
+        daemon.wait_ready()
+        wait_for(lambda: frontmatter(note)["status"] == "Done", what="the first run")
+        daemon.stop()
+    first = {p: p.read_bytes() for p in answer_notes(vault)}
+    assert len(first) == 2
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY")  # a week later the key is gone
+    with DaemonProcess(vault, "--settle", "0.2",
+                       env={"VAULTD_NOW": "2026-12-08T09:30:00Z"}) as daemon:
+        daemon.wait_ready()
+        wait_for(lambda: frontmatter(note)["status"] == "Error", what="the failed run")
+        marker_done(vault)
+        daemon.stop()
+    props = frontmatter(note)
+    assert str(props["run"]).startswith("2026-12-08T09:3"), props  # the clock runs on
+    assert "no API key" in str(props["error"]), props
+    assert len(panel.answer_requests()) == 2
+    assert {p: p.read_bytes() for p in answer_notes(vault)} == first  # nothing lost
+    failed = note.read_bytes()
+
+    # the key is back an hour later: the failed run counts as tried, nothing is due
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    with DaemonProcess(vault, "--settle", "0.2",
+                       env={"VAULTD_NOW": "2026-12-08T10:30:00Z"}) as daemon:
+        daemon.wait_ready()
+        marker_done(vault, "marker2.md")  # proof the daemon looked at the vault
+        daemon.stop()
+    assert len(panel.answer_requests()) == 2
+    assert note.read_bytes() == failed
+
+    # a period after the failed run: the next run goes ahead
+    with DaemonProcess(vault, "--settle", "0.2",
+                       env={"VAULTD_NOW": "2026-12-15T09:31:00Z"}) as daemon:
+        daemon.wait_ready()
+        wait_for(lambda: str(frontmatter(note)["run"]).startswith("2026-12-15T09:31")
+                 and frontmatter(note)["status"] == "Done", what="the next period's run")
+        daemon.stop()
+    assert len(panel.answer_requests()) == 4
+    assert "error" not in frontmatter(note)
+    assert {p: p.read_bytes() for p in first} == first
+
+
+def test_a_sync_conflict_copy_of_a_panel_note_is_never_run(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    """Syncthing's and Obsidian Sync's copies of a Pending panel note: left as they are,
+    nothing asked, and the output says why."""
+    Panel(api)
+    (vault / "Queries").mkdir()
+    names = ["Sezary.sync-conflict-20261202-143507-ABCDEFG.md",
+             "Sezary (conflicted copy 2026-12-02 143507).md"]
+    copies = {vault / "Queries" / n: panel_note() for n in names}
+    for path, text in copies.items():
+        path.write_text(text, encoding="utf-8")
+
+    ran = run_cli("run", str(vault), "--once", capsys=capsys)
+
+    assert api.message_requests() == []
+    for path, text in copies.items():
+        assert path.read_text(encoding="utf-8") == text
+    assert "a conflict copy made by Syncthing" in ran.out, ran
+    assert "a conflict copy made by a sync tool" in ran.out, ran
+    assert not (vault / "Queries" / "Sezary").exists()

@@ -555,3 +555,27 @@ def test_a_sync_conflict_copy_of_a_panel_note_is_never_run(
     assert "a conflict copy made by Syncthing" in ran.out, ran
     assert "a conflict copy made by a sync tool" in ran.out, ran
     assert not (vault / "Queries" / "Sezary").exists()
+
+
+def test_status_lists_the_scheduled_notes_and_when_each_runs_next(
+        vault: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Next run = the last run's start + `every`; never run: now; a conflict copy: not listed."""
+    monkeypatch.setenv("VAULTD_NOW", "2026-12-05T12:00:00Z")
+    ran_once = panel_note(status="Done").replace(
+        "samples: 5\n", 'samples: 5\nevery: 7d\nrun: "2026-12-01T09:00:00Z"\n')
+    write_panel(vault, ran_once)
+    (vault / "Queries" / "Weekly.md").write_text(
+        panel_note(status="Done").replace("samples: 5\n", "samples: 5\nevery: 12h\n"),
+        encoding="utf-8")
+    (vault / "Queries" / "Sezary.sync-conflict-20261202-143507-ABCDEFG.md").write_text(
+        ran_once, encoding="utf-8")
+    (vault / "Queries" / "Once.md").write_text(panel_note(status="Done"), encoding="utf-8")
+
+    ran = run_cli("status", str(vault), capsys=capsys)
+
+    assert ran.code == 0, ran
+    scheduled = [line for line in ran.out.splitlines() if line.startswith("scheduled:")]
+    assert scheduled == [
+        "scheduled: Queries/Weekly.md every 12h, next run 2026-12-05 12:00 UTC",
+        "scheduled: Queries/Sezary.md every 7d, next run 2026-12-08 09:00 UTC",
+    ], ran.out

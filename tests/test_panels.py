@@ -446,8 +446,9 @@ def test_sigterm_mid_run_then_the_daemon_resumes_it(vault: Path, api: FakeMessag
     assert {p: p.read_bytes() for p in kept} == kept
 
 
-def test_every_7d_after_a_week_offline_makes_one_run(vault: Path, api: FakeMessagesAPI) -> None:
-    from .daemonproc import DaemonProcess, marker_done
+def weekly_panel_run_once(vault: Path, api: FakeMessagesAPI) -> tuple[Panel, Path]:
+    """A panel note with `every: 7d`, run by the daemon at 2026-12-01T09:00:00Z."""
+    from .daemonproc import DaemonProcess
 
     panel = Panel(api)
     note = write_panel(vault, panel_note(samples=2, assistants=SONNET).replace(
@@ -457,6 +458,13 @@ def test_every_7d_after_a_week_offline_makes_one_run(vault: Path, api: FakeMessa
         daemon.wait_ready()
         wait_for(lambda: frontmatter(note)["status"] == "Done", what="the first run")
         daemon.stop()
+    return panel, note
+
+
+def test_every_7d_after_a_week_offline_makes_one_run(vault: Path, api: FakeMessagesAPI) -> None:
+    from .daemonproc import DaemonProcess, marker_done
+
+    panel, note = weekly_panel_run_once(vault, api)
     assert frontmatter(note)["run"] == "2026-12-01T09:00:00Z"
     first = {p: p.read_bytes() for p in answer_notes(vault)}
     assert len(first) == 2
@@ -488,14 +496,7 @@ def test_a_scheduled_run_without_its_model_is_tried_again_a_period_later(
     the key back, the next run goes ahead and keeps the earlier run's answer notes."""
     from .daemonproc import DaemonProcess, marker_done
 
-    panel = Panel(api)
-    note = write_panel(vault, panel_note(samples=2, assistants=SONNET).replace(
-        "samples: 2\n", "samples: 2\nevery: 7d\n"))
-    with DaemonProcess(vault, "--settle", "0.2",
-                       env={"VAULTD_NOW": "2026-12-01T09:00:00Z"}) as daemon:
-        daemon.wait_ready()
-        wait_for(lambda: frontmatter(note)["status"] == "Done", what="the first run")
-        daemon.stop()
+    panel, note = weekly_panel_run_once(vault, api)
     first = {p: p.read_bytes() for p in answer_notes(vault)}
     assert len(first) == 2
 

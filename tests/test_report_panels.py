@@ -15,11 +15,13 @@ from scipy import stats
 
 from .conftest import run_cli
 from .daemonproc import wait_for
-from .fakeapi import FakeMessagesAPI
+from .fakeapi import FakeMessagesAPI, Reply, Request
+from .mermaidparse import parse_charts
 from .test_panels import (
     ANSWERS,
     JUDGED,
     OPUS,
+    QUERY,
     SONNET,
     Panel,
     _utc_now,
@@ -235,3 +237,130 @@ def test_single_notes_are_reported_as_without_panels(
     [view] = alone["views"]
     assert "filters" not in view
     assert {k: v for k, v in base["views"][0].items() if k != "filters"} == view
+
+
+# -- over time ----------------------------------------------------------------------------
+
+# What each assistant answers, all five samples alike, in each weekly run of the panel.
+WEEKLY = [
+    ("2026-12-01T09:00:00Z", {OPUS: "Istodax alone.", SONNET: "Poteligeo alone."}),
+    ("2026-12-08T09:00:00Z", {OPUS: "Istodax alone.", SONNET: "Adcetris alone."}),
+    ("2026-12-15T09:00:00Z", {OPUS: "Istodax, then Poteligeo.",
+                              SONNET: "Adcetris first, then Poteligeo."}),
+]
+
+
+def _weekly_answers(api: FakeMessagesAPI, answers: dict[str, str]) -> None:
+    """The loopback API answers every sample of a model alike; judgments by the answer."""
+    panel = Panel(api)
+    judge = panel.respond
+
+    def respond(request: Request) -> Reply | str:
+        if QUERY in request.text:
+            return answers[request.model or ""]
+        return judge(request)
+
+    api.responder = respond
+
+
+def _run_at(vault: Path, note: Path, when: str, capsys: pytest.CaptureFixture[str],
+            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULTD_NOW", when)
+    text = note.read_text(encoding="utf-8")
+    note.write_text(text.replace("Status: Done", "Status: Pending", 1), encoding="utf-8")
+    ran = run_cli("run", str(vault), "--once", capsys=capsys)
+    assert ran.code == 0, ran
+    assert frontmatter(note)["run"] == when, note.read_text(encoding="utf-8")
+
+
+def _over_time(lines: list[str], measure: str) -> list[str]:
+    start = lines.index(f"### Panel mentions over time: `{measure}`")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+               len(lines))
+    return lines[start:end]
+
+
+def test_the_report_follows_each_assistants_mentions_by_run_date(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    note = write_panel(vault, panel_note(status="Done"))
+    for when, answers in WEEKLY:
+        _weekly_answers(api, answers)
+        _run_at(vault, note, when, capsys, monkeypatch)
+    # a second panel note, asked once, a week later: its date pools other answers
+    other = vault / "Queries" / "Other.md"
+    other.write_text(panel_note(assistants=SONNET, status="Done"), encoding="utf-8")
+    _weekly_answers(api, {SONNET: "Poteligeo alone."})
+    _run_at(vault, other, "2026-12-22T09:00:00Z", capsys, monkeypatch)
+    assert len(answer_notes(vault)) == 30
+
+    section = _over_time(_report(vault, capsys), "mentioned_treatments")
+
+    # 0/5 against 5/5 is p = 2/252 = 0.0079 (two-sided Fisher exact): flagged; 5/5 against
+    # 5/5 and anything against another panel note's answers: not
+    assert stats.fisher_exact([[0, 5], [5, 0]]).pvalue == pytest.approx(2 / 252)
+    assert _wilson_percent(5, 5) == (57, 100) and _wilson_percent(0, 5) == (0, 43)
+    yes, no = "5/5 · 100% (57–100%)", "0/5 · 0% (0–43%)"
+    assert section == [
+        "### Panel mentions over time: `mentioned_treatments`",
+        "",
+        "AI Task: Extract all mentioned treatment names: per assistant, the share of its "
+        "answers naming each of the 3 most named items, by run date (UTC), over every run of "
+        "every panel note. ↑ or ↓ with its p marks a share that differs from that "
+        "assistant's date before by more than chance allows (two-sided Fisher exact test, "
+        "p < 0.05); it is only worked out where the same panel notes answered on both dates. "
+        "In each chart the lines are the table's items in order: Poteligeo, Istodax, "
+        "Adcetris.",
+        "",
+        f"**{OPUS}**",
+        "",
+        "| run date | panel notes | answers | Poteligeo | Istodax | Adcetris |",
+        "|---|---|---|---|---|---|",
+        f"| 2026-12-15 | 1 | 5 | {yes} ↑ p=0.0079 | {yes} | {no} |",
+        f"| 2026-12-08 | 1 | 5 | {no} | {yes} | {no} |",
+        f"| 2026-12-01 | 1 | 5 | {no} | {yes} | {no} |",
+        "",
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{OPUS}: share of answers naming each, by run date"',
+        '    x-axis ["2026-12-01", "2026-12-08", "2026-12-15"]',
+        '    y-axis "% of answers" 0 --> 100',
+        "    line [0, 0, 100]",
+        "    line [100, 100, 100]",
+        "    line [0, 0, 0]",
+        "```",
+        "",
+        f"**{SONNET}**",
+        "",
+        "| run date | panel notes | answers | Poteligeo | Istodax | Adcetris |",
+        "|---|---|---|---|---|---|",
+        f"| 2026-12-22 | 1 | 5 | {yes} | {no} | {no} |",
+        f"| 2026-12-15 | 1 | 5 | {yes} ↑ p=0.0079 | {no} | {yes} |",
+        f"| 2026-12-08 | 1 | 5 | {no} ↓ p=0.0079 | {no} | {yes} ↑ p=0.0079 |",
+        f"| 2026-12-01 | 1 | 5 | {yes} | {no} | {no} |",
+        "",
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{SONNET}: share of answers naming each, by run date"',
+        '    x-axis ["2026-12-01", "2026-12-08", "2026-12-15", "2026-12-22"]',
+        '    y-axis "% of answers" 0 --> 100',
+        "    line [100, 0, 100, 100]",
+        "    line [0, 0, 0, 0]",
+        "    line [0, 100, 100, 0]",
+        "```",
+    ]
+    charts = ["\n".join(section[i + 1:section.index("```", i + 1)])
+              for i, line in enumerate(section) if line == "```mermaid"]
+    code, results = parse_charts(charts)  # the real Mermaid parser reads both
+    assert code == 0 and len(results) == 2, results
+    assert {r["type"] for r in results} == {"xychart"}
+
+
+def test_one_run_date_gives_no_over_time_section(
+        vault: Path, api: FakeMessagesAPI, capsys: pytest.CaptureFixture[str]) -> None:
+    Panel(api)
+    _run_panel(vault, capsys, panel_note())
+
+    lines = _report(vault, capsys)
+
+    assert not any(line.startswith("### Panel mentions over time") for line in lines)

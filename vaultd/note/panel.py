@@ -543,6 +543,18 @@ def share(count: int, n: int) -> str:
             f"({_percent(interval.low)}{_TO}{_percent(interval.high)}%)")
 
 
+def change_flag(now: tuple[int, int], before: tuple[int, int] | None) -> str:
+    """`` ↑ p=0.0079`` where ``now`` (count, n) differs from ``before`` by more than chance
+    allows (two-sided Fisher exact test, p < 0.05), ``""`` otherwise or with no before."""
+    if before is None or now[1] == 0 or before[1] == 0:
+        return ""
+    p = fisher_exact(now[0], now[1] - now[0], before[0], before[1] - before[0])
+    if p >= 0.05:
+        return ""
+    arrow = "↑" if now[0] / now[1] > before[0] / before[1] else "↓"
+    return f" {arrow} p={_p_value(p)}"
+
+
 def _percent(fraction: float) -> str:
     return str(math.floor(fraction * 100 + 0.5))  # half up, as people round
 
@@ -657,14 +669,8 @@ def _runs_table(names: Sequence[str], measures: Sequence[Measure], kinds: dict[s
             if now is None:
                 row.append(_NONE)
                 continue
-            cell = f"{_percent(now[0] / now[1])}%"
             older = next((counts[key] for key in ((measure.id, name, r) for r in runs[index + 1:])
                           if key in counts), None)
-            if older is not None:
-                p = fisher_exact(now[0], now[1] - now[0], older[0], older[1] - older[0])
-                if p < 0.05:
-                    arrow = "↑" if now[0] / now[1] > older[0] / older[1] else "↓"
-                    cell += f" {arrow} p={_p_value(p)}"
-            row.append(cell)
+            row.append(f"{_percent(now[0] / now[1])}%{change_flag(now, older)}")
         rows.append(row)
     return _table(head, rows)

@@ -56,21 +56,29 @@ def pie(title: str, slices: list[tuple[str, int]]) -> str:
 def bars(title: str, categories: list[str], values: list[float], y_title: str,
          y_max: float | None = None) -> str:
     """A bar chart: one bar per category."""
-    return _xy(title, categories, "bar", values, y_title, y_max)
+    return _xy(title, categories, "bar", [values], y_title, y_max)
 
 
 def line(title: str, categories: list[str], values: list[float], y_title: str,
          y_range: tuple[float, float] | None = None) -> str:
     """A line over the categories (months, say)."""
-    lo_hi = y_range or _range(values)
-    return _xy(title, categories, "line", values, y_title, lo_hi[1], lo_hi[0])
+    return lines(title, categories, [values], y_title, y_range)
 
 
-def _xy(title: str, categories: list[str], kind: str, values: list[float], y_title: str,
-        y_max: float | None, y_min: float = 0.0) -> str:
-    if len(categories) != len(values) or not values:
+def lines(title: str, categories: list[str], series: list[list[float]], y_title: str,
+          y_range: tuple[float, float] | None = None) -> str:
+    """Several lines over the same categories, drawn in the order given (Mermaid's
+    ``xychart-beta`` has no legend: say in the text which line is which)."""
+    lo_hi = y_range or _range([v for values in series for v in values])
+    return _xy(title, categories, "line", series, y_title, lo_hi[1], lo_hi[0])
+
+
+def _xy(title: str, categories: list[str], kind: str, series: list[list[float]],
+        y_title: str, y_max: float | None, y_min: float = 0.0) -> str:
+    if not series or not categories or any(len(values) != len(categories)
+                                           for values in series):
         raise ValueError("a chart needs one value per category, and at least one")
-    top = max(values) if y_max is None else y_max
+    top = max(max(values) for values in series) if y_max is None else y_max
     if top <= y_min:
         top = y_min + 1
     axis = ", ".join(f'"{label(c, 24)}"' for c in categories)
@@ -79,7 +87,7 @@ def _xy(title: str, categories: list[str], kind: str, values: list[float], y_tit
         f'    title "{label(title, 80)}"',
         f"    x-axis [{axis}]",
         f'    y-axis "{label(y_title)}" {number(y_min)} --> {number(top)}',
-        f"    {kind} [{', '.join(number(v) for v in values)}]",
+        *(f"    {kind} [{', '.join(number(v) for v in values)}]" for values in series),
     ])
 
 

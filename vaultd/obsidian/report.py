@@ -14,6 +14,10 @@ values and failed or skipped results are counted but take no part in the figures
 measure's distribution counts, for each value, the notes whose result holds it (a list
 counts each of its items once; a text of several lines is one value).
 
+Panels get a section of their own: figures per assistant over each panel note's latest
+run, and, once runs span two dates, each list measure's most named items followed over
+every run by run date (see :func:`_over_time`).
+
 Trends by month use the month of each note's ``Evaluated`` property (when vaultd last
 finished it), not the file's modification time, which any edit or sync changes. A note
 without a readable ``Evaluated`` is left out of the trends only.
@@ -32,12 +36,15 @@ import yaml
 
 from vaultd.note.panel import (
     AnswerNote,
+    change_flag,
     collect,
     is_judged,
     kind_of,
     measure_cell,
     mention_rows,
+    run_start,
 )
+from vaultd.note.panel import share as share_cell
 from vaultd.note.properties import DEFAULT_PREFIX, property_key
 from vaultd.note.results import NoteResults, Result, scalar
 from vaultd.obsidian import charts
@@ -49,6 +56,7 @@ PIE_SLICES = 8  # slices of its pie; the rest is one "other" slice
 DISTINCT_BARS = 12  # a number with more distinct values than this is shown in ranges
 BINS = 10
 NONE = "\u2013"  # an en dash: no figure
+TREND_ITEMS = 5  # the most named items of a list measure followed over time
 
 Kind = Literal["boolean", "number", "text"]
 
@@ -368,8 +376,7 @@ def latest_runs(gathered: Gathered) -> list[PanelRun]:
     ``panel`` property names."""
     by_panel: dict[str, list[AnswerNote]] = {_link(name): [] for name in gathered.panels}
     for answer in gathered.answers:
-        folder = answer.name.rpartition("/")[0] or answer.panel
-        by_panel.setdefault(folder, []).append(answer)
+        by_panel.setdefault(_panel_of(answer), []).append(answer)
     found = []
     for link, answers in by_panel.items():
         runs = sorted({a.run for a in answers}, reverse=True)
@@ -377,6 +384,11 @@ def latest_runs(gathered: Gathered) -> list[PanelRun]:
         found.append(PanelRun(link, latest, tuple(a for a in answers if a.run == latest),
                               max(len(runs) - 1, 0)))
     return found
+
+
+def _panel_of(answer: AnswerNote) -> str:
+    """The panel note an answer note belongs to, as a link target (see :func:`latest_runs`)."""
+    return answer.name.rpartition("/")[0] or answer.panel
 
 
 def _link(name: str) -> str:
@@ -426,6 +438,67 @@ def _panels_section(gathered: Gathered) -> list[str]:
                   "assistant's answers naming it and its mean position in the list "
                   "(pos, 1 = first), most named first.", "",
                   *table(["item", *head], items)]
+    every = [a for a in gathered.answers if is_judged(a)]
+    for measure in labels:
+        if kinds[measure] == "list":
+            lines += _over_time(every, measure, " / ".join(labels[measure]))
+    return lines
+
+
+def _over_time(answers: list[AnswerNote], measure: str, description: str) -> list[str]:
+    """Per assistant, the share of its answers naming each of the list measure's most named
+    items, by run date (UTC), over every run of every panel note: a table (newest first)
+    and a line chart (oldest first). A share is flagged where it differs from that
+    assistant's date before by more than chance allows (two-sided Fisher exact test,
+    p < 0.05), but only where the same panel notes answered on both dates: a pooled share
+    of other questions is another figure, not a change. Nothing when the runs span one
+    date."""
+    groups: dict[str, dict[str, list[AnswerNote]]] = {}  # assistant -> run date -> answers
+    for answer in answers:
+        start = run_start(answer.run)
+        if start is not None:
+            day = start.date().isoformat()
+            groups.setdefault(answer.assistant, {}).setdefault(day, []).append(answer)
+    if len({day for days in groups.values() for day in days}) < 2:
+        return []
+    lists = {who: {day: [v for v in collect(measure, group).values if isinstance(v, tuple)]
+                   for day, group in days.items()} for who, days in groups.items()}
+    items = [item for item, _ in _ranked(Counter(
+        item for days in lists.values() for found in days.values() for value in found
+        for item in set(value)))][:TREND_ITEMS]
+    if not items:
+        return []
+    order = ", ".join(_shown(item) for item in items)
+    lines = ["", f"### Panel mentions over time: `{measure}`", "",
+             f"{inline(description)}: per assistant, the share of its answers naming each of "
+             f"the {len(items)} most named items, by run date (UTC), over every run of every "
+             "panel note. ↑ or ↓ with its p marks a share that differs from that assistant's "
+             "date before by more than chance allows (two-sided Fisher exact test, p < 0.05); "
+             "it is only worked out where the same panel notes answered on both dates. In "
+             f"each chart the lines are the table's items in order: {inline(order)}."]
+    for who in sorted(lists):
+        days = sorted(day for day, found in lists[who].items() if found)
+        if not days:
+            continue
+        panels = {day: {_panel_of(a) for a in groups[who][day]} for day in days}
+        counts = {day: [(sum(1 for v in lists[who][day] if item in v), len(lists[who][day]))
+                        for item in items] for day in days}
+        rows = []
+        for index, day in enumerate(days):
+            before = days[index - 1] if index and panels[days[index - 1]] == panels[day] else None
+            cells = [share_cell(*now) + change_flag(now, counts[before][i] if before else None)
+                     for i, now in enumerate(counts[day])]
+            rows.append([day, str(len(panels[day])), str(len(lists[who][day])), *cells])
+        lines += ["", f"**{inline(who)}**", "",
+                  *table(["run date", "panel notes", "answers", *(inline(_shown(item))
+                                                                  for item in items)],
+                         rows[::-1])]
+        if len(days) > 1:
+            series = [[100 * counts[day][i][0] / counts[day][i][1] for day in days]
+                      for i in range(len(items))]
+            lines += ["", *charts.block(charts.lines(
+                f"{who}: share of answers naming each, by run date", days, series,
+                "% of answers", (0.0, 100.0)))]
     return lines
 
 

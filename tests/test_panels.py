@@ -9,6 +9,7 @@ are known: per model, how many answers name Poteligeo, where, and how strongly.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -489,6 +490,65 @@ def test_every_7d_after_a_week_offline_makes_one_run(vault: Path, api: FakeMessa
     assert len(panel.answer_requests()) == 4
 
 
+# What sonnet's five answers say in each weekly run of a month: Poteligeo twice, then not.
+MONTH = ["Poteligeo alone.", "Poteligeo alone.", "Adcetris alone.", "Adcetris alone."]
+WEEK_IN_SECONDS = 15.0  # VAULTD_CLOCK_RATE makes a week of the daemon's clock pass in this
+
+
+def test_a_month_of_every_7d_with_the_daemon_left_running(
+        vault: Path, api: FakeMessagesAPI) -> None:
+    """The issue's "done when": `every: 7d`, the daemon left running for a month (its clock
+    at 40320 times real time), then four runs side by side in the note, the real change
+    flagged and the others not."""
+    from .daemonproc import DaemonProcess
+
+    panel = Panel(api)
+    judge = panel.respond
+    asked = {"n": 0}
+
+    def respond(request: Request) -> Reply | str:
+        if QUERY not in request.text:
+            return judge(request)
+        with panel.lock:
+            n, asked["n"] = asked["n"], asked["n"] + 1
+        return MONTH[min(n // 5, len(MONTH) - 1)]
+
+    api.responder = respond
+    note = write_panel(vault, panel_note(assistants=SONNET).replace(
+        "samples: 5\n", "samples: 5\nevery: 7d\n"))
+    rate = str(7 * 24 * 3600 / WEEK_IN_SECONDS)
+
+    def four_runs_done() -> str | None:
+        runs = {frontmatter(p)["run"] for p in answer_notes(vault)}
+        text = note.read_text(encoding="utf-8")
+        done = frontmatter(note)["status"] == "Done" and len(runs) == 4
+        return text if done and str(frontmatter(note)["run"]) == max(map(str, runs)) else None
+
+    with DaemonProcess(vault, "--settle", "0.2", env={
+            "VAULTD_NOW": "2026-12-01T09:00:00Z", "VAULTD_CLOCK_RATE": rate}) as daemon:
+        daemon.wait_ready()
+        text = wait_for(four_runs_done, timeout=4 * WEEK_IN_SECONDS + DEADLINE,
+                        what="four weekly runs")
+        daemon.stop()
+
+    runs = sorted({str(frontmatter(p)["run"]) for p in answer_notes(vault)})[:4]
+    starts = [datetime.strptime(r, "%Y-%m-%dT%H:%M:%SZ") for r in runs]
+    assert all(timedelta(days=7) <= b - a < timedelta(days=9)
+               for a, b in itertools.pairwise(starts)), runs
+    assert starts[0] >= datetime(2026, 12, 1, 9) and starts[3] < datetime(2027, 1, 1), runs
+    # the Runs table, newest first: the drop from 5/5 to 0/5 is real (p = 2/252), the rest
+    # is no change at all
+    rows = [line for line in text.splitlines() if line.startswith("> | 2026-12-")]
+    assert rows == [
+        f"> | {runs[3]} | 5 | 0% |",
+        f"> | {runs[2]} | 5 | 0% ↓ p=0.0079 |",
+        f"> | {runs[1]} | 5 | 100% |",
+        f"> | {runs[0]} | 5 | 100% |",
+    ], text
+    assert f"> | {SONNET} | {runs[2]} | no change |" in text, text  # run 4 against run 3
+    assert len(answer_notes(vault)) >= 20
+
+
 def test_a_scheduled_run_without_its_model_is_tried_again_a_period_later(
         vault: Path, api: FakeMessagesAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that fails for a reason outside the note (here: no key) says why in `Error`
@@ -580,3 +640,26 @@ def test_status_lists_the_scheduled_notes_and_when_each_runs_next(
         "scheduled: Queries/Weekly.md every 12h, next run 2026-12-05 12:00 UTC",
         "scheduled: Queries/Sezary.md every 7d, next run 2026-12-08 09:00 UTC",
     ], ran.out
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("VAULTD_NOW", "next tuesday", "VAULTD_NOW: 'next tuesday' is not a time (e.g. "
+     "2026-12-09T14:35:07Z)"),
+    ("VAULTD_NOW", "2026-12-09T14:35:07", "VAULTD_NOW: '2026-12-09T14:35:07' has no time zone "
+     "(end it with Z or +01:00)"),
+    ("VAULTD_CLOCK_RATE", "0", "VAULTD_CLOCK_RATE: '0' is not a rate (a number above 0, such "
+     "as 50400: a week in 12 seconds)"),
+    ("VAULTD_CLOCK_RATE", "fast", "VAULTD_CLOCK_RATE: 'fast' is not a rate"),
+])
+def test_a_bad_clock_setting_is_a_clear_error_and_nothing_runs(
+        vault: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        variable: str, value: str, message: str) -> None:
+    note = write_panel(vault, panel_note())
+    before = note.read_bytes()
+    monkeypatch.setenv(variable, value)
+
+    ran = run_cli("run", str(vault), "--once", capsys=capsys)
+
+    assert ran.code == 2, ran
+    assert message in ran.err, ran
+    assert note.read_bytes() == before and not answer_notes(vault)

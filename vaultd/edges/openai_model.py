@@ -183,7 +183,8 @@ class OpenAIModel:
     ``openai`` SDK: one client, one retry policy, shared by every thread.
 
     ``name`` is the assistant's (every message starts with it); ``model`` the model the API
-    is asked for; ``base_url`` the API's (OpenAI's when None); ``api_key_env`` the name of the
+    is asked for; ``base_url`` the API's (when None: ``OPENAI_BASE_URL`` where it is set, as
+    the SDK reads it, else OpenAI's); ``api_key_env`` the name of the
     variable that holds the key (``""``: none needed); ``system`` a system prompt sent
     before every request; ``max_retries`` and ``timeout`` (seconds for each whole HTTP
     attempt) the SDK's; ``concurrency`` this assistant's limit on requests in flight (None:
@@ -212,7 +213,8 @@ class OpenAIModel:
     ) -> None:
         self.name = name
         self.model = model
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL")
+                         or DEFAULT_BASE_URL).rstrip("/")
         self.api_key_env = api_key_env
         self.system = system or None
         self.max_retries = max(0, max_retries)

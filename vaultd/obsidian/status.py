@@ -124,8 +124,9 @@ def format_status(status: VaultStatus, last: int = 5) -> list[str]:
     for name, figures in sorted(((status.daemon or {}).get("assistants") or {}).items()):
         if isinstance(figures, dict):
             lines.append(f"assistant {name} (daemon, since start): "
-                         f"{figures.get('requests', 0)} requests, {figures.get('errors', 0)} "
-                         f"failed, ~${float(figures.get('cost', 0.0)):.4f}")
+                         f"{figures.get('requests', 0)} requests answered, "
+                         f"{figures.get('errors', 0)} failed, "
+                         f"~${float(figures.get('cost', 0.0)):.4f}")
     if status.unreadable:
         lines.append(f"unreadable: {', '.join(status.unreadable[:last])}")
     if status.errors:

@@ -39,7 +39,7 @@ def _kill(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """Kill ``proc``, its process group and every process below it (vaultd starts its
     QuickJS workers in sessions of their own), each by its id."""
     below = descendants(proc.pid)
@@ -87,7 +87,7 @@ def run_once(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> 
         finally:
             wall = time.perf_counter() - start
             if proc.poll() is None:
-                _kill_tree(proc)
+                kill_tree(proc)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return OnceRun(wall, started, code, after.ru_utime - before.ru_utime,
                    after.ru_stime - before.ru_stime,
@@ -166,7 +166,7 @@ class Daemon:
     def close(self) -> None:
         """Make sure nothing of it is left running."""
         if self.proc.poll() is None:
-            _kill_tree(self.proc)
+            kill_tree(self.proc)
         self.sock.close()
         self._log.close()
         self._dir.cleanup()

@@ -25,12 +25,13 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import procs
+from bench.rows import Row
 from bench.vaults import (
     BRANDS,
     note_status,
@@ -72,20 +73,6 @@ TARGET_IDLE_CPU_PER_60S = 0.2
 TARGET_IDLE_RSS_MB = 100.0
 POLL = 0.005  # figure 3: how often the note is read while waiting for Done
 LATENCY_DEADLINE = 10.0
-
-
-@dataclass
-class Row:
-    """One line of the results table."""
-
-    figure: str
-    name: str
-    value: float | int | None  # the measured number (None: not measured)
-    unit: str
-    shown: str  # the value as the table shows it
-    target: str
-    met: bool | None  # None: informational, or not measured
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 # -- the fake model ----------------------------------------------------------------------
@@ -147,6 +134,29 @@ class Bench:
 
     def log(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    # -- panels: P1 to P5 ----------------------------------------------------------------
+
+    def panels(self) -> None:
+        """Figures P1 to P5 (bench/panels.py), each measured on its own: one failing keeps
+        the others."""
+        from bench.panels import PanelBench
+
+        bench = PanelBench(self.tmp, self.src, self.rows, self.notes, self.log, self.quick)
+        try:
+            for figure, step in (("P1", bench.throughput), ("P2", bench.latency_bound),
+                                 ("P3", bench.live), ("P4", bench.memory),
+                                 ("P5", bench.resume)):
+                try:
+                    step()
+                except Exception as exc:
+                    self.log(f"figure {figure} failed: {exc}")
+                    traceback.print_exc()
+                    self.rows.append(Row(figure, f"figure {figure}: could not be measured",
+                                         None, "", f"failed: {str(exc).splitlines()[0][:120]}",
+                                         "", False, {"error": str(exc)}))
+        finally:
+            bench.close()
 
     # -- figures 1 and 6 -----------------------------------------------------------------
 
@@ -612,9 +622,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="small sizes for a smoke test (about a minute)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out",
                         help="where results.json and results.md go (default bench/out)")
-    parser.add_argument("--only", default="1,2,3,4",
+    parser.add_argument("--only", default="1,2,3,4,P",
                         help="which figure groups to run: 1 (figures 1 and 6), 2, 3, "
-                        "4 (figures 4 and 5); default all")
+                        "4 (figures 4 and 5), P (the panel figures P1 to P5); default all")
     parser.add_argument("--src", type=Path, default=ROOT,
                         help="the vaultd checkout to run (put on PYTHONPATH; default: this one)")
     parser.add_argument("--profile", action="store_true",
@@ -636,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         ("2", "figure 2", Bench.concurrency),
         ("3", "figure 3", Bench.latency),
         ("4", "figures 4 and 5", Bench.startup_and_idle),
+        ("P", "figures P1 to P5", Bench.panels),
     ]
     failed = False
     bench: Bench | None = None

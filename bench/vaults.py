@@ -220,3 +220,45 @@ def set_pending(path: Path) -> None:
         handle.seek(0)
         handle.write(data)
         handle.truncate()
+
+
+# -- panels ------------------------------------------------------------------------------
+
+SEED_QUESTION = ("My Sezary Syndrome is resistant to first-line treatments. What are the best "
+                 "second-line treatment options?")
+
+
+def panel_questions(count: int) -> list[str]:
+    """``count`` distinct questions in the seed's words (a panel note each)."""
+    return [f"{SEED_QUESTION} (case {number + 1} of {count})" for number in range(count)]
+
+
+def panel_note(question: str, samples: int, assistants: list[str] | None = None) -> str:
+    """A pending panel note: the seed's query (with ``question``) and its four measures, no
+    answer; ``assistants`` None: the vault's answer model."""
+    seed = SEED_PATH.read_text(encoding="utf-8")
+    query = seed[seed.index("> [!query]"):seed.index("> [!answer]")]
+    measures = seed[seed.index("> [!measures]"):seed.index("> [!evaluation]")]
+    assert SEED_QUESTION in query
+    who = f"assistants: [{', '.join(assistants)}]\n" if assistants else ""
+    return (f"---\nStatus: Pending\nsamples: {samples}\n{who}---\n\n***\n\n"
+            f"{query.replace(SEED_QUESTION, question)}{measures}")
+
+
+def write_panel_vault(vault: Path, questions: list[str], samples: int,
+                      assistants: list[str] | None = None) -> list[Path]:
+    """A panel note per question in ``vault/Panels/``; their paths."""
+    folder = vault / "Panels"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number, question in enumerate(questions):
+        path = folder / f"panel-{number:03d}.md"
+        path.write_text(panel_note(question, samples, assistants), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def answer_notes(panel: Path) -> list[Path]:
+    """The answer notes in a panel note's folder."""
+    folder = panel.with_suffix("")
+    return sorted(folder.glob("*.md")) if folder.is_dir() else []

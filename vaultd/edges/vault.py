@@ -132,6 +132,18 @@ def wants_run(path: Path) -> bool:
     return note is None or not_vaultds(note, RUNNABLE) is None
 
 
+def asks_model(path: Path, limit: int = 1 << 18) -> bool:
+    """Whether a runnable note is likely to ask the model: it has an ``ai`` measure or no
+    answer yet (a panel note, or a query to answer). A look at its first ``limit`` bytes
+    that decides only when the SDK is loaded, never what runs."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(limit).lower()
+    except OSError:
+        return False
+    return b"type: ai" in head or b"[!answer]" not in head
+
+
 def peek(path: Path, whole_for: tuple[str, ...] = ()) -> tuple[str, Note | None] | None:
     """What the note's head says: its Status, lower-cased ("" for none, or if the file is
     gone), and the whole note parsed when the head is the whole (UTF-8) note and its

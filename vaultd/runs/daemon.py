@@ -47,7 +47,7 @@ from types import FrameType
 
 from vaultd.config import Settings
 from vaultd.edges.assistants import Assistants
-from vaultd.edges.vault import display_path, iter_notes, wants_run
+from vaultd.edges.vault import asks_model, display_path, iter_notes, wants_run
 from vaultd.edges.writer import write_whole
 from vaultd.errors import VaultdError
 from vaultd.obsidian.publish import is_mine, publish, report_paths
@@ -92,6 +92,7 @@ class Daemon:
         self._rescan = threading.Event()  # file events were lost: look at every note again
         self._state_warned = False
         self.services: Services | None = None  # while running
+        self._warmed = False  # the SDK's import was started
         self.repeats: Repeats | None = None  # panel notes with `every:`, while running
         self.report_path = report_paths(self.vault, settings)[0]
         self._identity = _identity(self.vault)
@@ -125,6 +126,22 @@ class Daemon:
                 return
             self._own.pop(path, None)
         self.queue.touch(path)
+        self._warm_up_for(path)
+
+    def _warm_up_for(self, path: Path) -> None:
+        """The first queued note that will ask the model starts the SDK's import (~2 s) in
+        the background, so that it overlaps the settle time rather than follow it. Not
+        before: an idle daemon without the SDK holds ~70 MB less."""
+        services = self.services
+        if self._warmed or services is None or not services.clients:
+            return
+        if not (wants_run(path) and asks_model(path)):
+            return
+        self._warmed = True
+        log.debug("%s will ask the model: the SDK is loaded meanwhile",
+                  display_path(path, self.vault))
+        for client in services.clients:
+            client.warm_up()
 
     def gone(self, path: Path) -> None:
         with self._own_lock:
@@ -190,6 +207,7 @@ class Daemon:
                 break
             if wants_run(path) and not (path == self.report_path and self._is_report(path)):
                 self.queue.touch(path, now=True)
+                self._warm_up_for(path)
                 count += 1
             elif self.repeats is not None and mentions_every(path):
                 self.repeats.look(path)

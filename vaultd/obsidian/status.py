@@ -80,7 +80,7 @@ def vault_status(vault: Path, max_bytes: int = 5_000_000,
             why = note.properties.get("error")
             status.errors.append((path.stat().st_mtime, name, str(why or "")))
     status.errors.sort(reverse=True)
-    status.daemon = _daemon_state(vault)
+    status.daemon = daemon_state(vault)
     return status
 
 
@@ -90,7 +90,10 @@ def _number(value: object, kind: type = int) -> Any:
     return kind(value)
 
 
-def _daemon_state(vault: Path) -> dict[str, Any] | None:
+def daemon_state(vault: Path) -> dict[str, Any] | None:
+    """What the vault's running daemon last said of itself (``.vaultd/daemon.json``), or
+    None when no daemon is running: the file is missing, says it stopped, or names a
+    process that is gone."""
     try:
         state = json.loads((vault / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

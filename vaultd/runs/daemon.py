@@ -63,6 +63,7 @@ from vaultd.runs.watcher import Watcher
 log = logging.getLogger("vaultd.daemon")
 
 MAX_WRITE_TRIES = 8
+WAITING_LISTED = 1000  # waiting notes named in the state file, at most
 MAX_RETRY_DELAY = 300.0
 REPORT_DELAY = 5.0  # seconds after the last note finished
 REPORT_MAX_WAIT = 30.0  # seconds after the first, while notes keep finishing
@@ -93,6 +94,7 @@ class Daemon:
         self._state_warned = False
         self.services: Services | None = None  # while running
         self._warmed = False  # the SDK's import was started
+        self._state_due = threading.Event()  # write the state file now, not in 5 s
         self.repeats: Repeats | None = None  # panel notes with `every:`, while running
         self.report_path = report_paths(self.vault, settings)[0]
         self._identity = _identity(self.vault)
@@ -222,7 +224,8 @@ class Daemon:
             if ping is not None and now >= next_ping:
                 notify("WATCHDOG=1")
                 next_ping = now + ping
-            if now >= next_state:
+            if now >= next_state or self._state_due.is_set():
+                self._state_due.clear()
                 self._write_state(running=True)
                 next_state = now + 5
             for index, worker in enumerate(self._workers):
@@ -335,6 +338,7 @@ class Daemon:
             else:
                 self._waiting.discard(result.path)
         if result.status == "waiting":
+            self._state_due.set()  # a `--once` waiting on this note reads it from the state
             if new:
                 log.warning("%s: %s", result.summary, WAITING)
             log.debug("%s: waiting", display_path(result.path, self.vault))
@@ -403,6 +407,8 @@ class Daemon:
             "errors": self.stats.errors,
             "last_errors": self.stats.last_errors,
             "assistants": self._assistants(),
+            "waiting_why": self._waiting_why if self._waiting else None,
+            "waiting": sorted(display_path(p, self.vault) for p in self._waiting)[:WAITING_LISTED],
         }
         path = self.vault / STATE_FILE
         try:

@@ -18,6 +18,7 @@ from vaultd.edges.model import credentials_problem
 from vaultd.edges.vault import display_path, iter_notes, wants_run
 from vaultd.evaluate.cost import Usage
 from vaultd.runs import shards
+from vaultd.runs.handoff import hand_off, running_daemon
 from vaultd.runs.progress import ProgressBar, Tally
 from vaultd.runs.services import open_services
 from vaultd.runs.session import NoteResult
@@ -38,7 +39,6 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
     several processes (:mod:`vaultd.runs.shards`).
     """
     todo = [path for path in iter_notes(vault) if wants_run(path)]
-    processes = shards.processes_for(settings, len(todo), batch)
     usage = Usage()
     results: list[NoteResult] = []
     in_flight = [0]
@@ -55,7 +55,18 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
         bar.print_above(f"{line}: {result.summary}" if result.summary else line, out)
 
     try:
-        if processes > 1:
+        daemon = running_daemon(vault) if todo and not batch else None
+        if daemon is not None:
+            print(f"vaultd: the vault's daemon (pid {daemon}) is running: it runs these "
+                  f"{len(todo)} notes; waiting for them", file=sys.stderr)
+            todo = hand_off(vault, todo, report)
+            if todo:
+                print(f"vaultd: {len(todo)} notes handed back by the daemon (it stopped, or "
+                      "did not take them up): run here", file=sys.stderr)
+        processes = shards.processes_for(settings, len(todo), batch)
+        if daemon is not None and not todo:
+            pass  # the daemon ran them all (and recovers its own journal)
+        elif processes > 1:
             problem = credentials_problem()
             if problem:
                 _say_no_key(problem)

@@ -13,6 +13,7 @@ does a read or a write: :func:`open_note` opens one path component at a time wit
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import re
@@ -54,9 +55,22 @@ def conflict_copy(path: Path) -> str | None:
 def templates_folder(vault: Path) -> Path:
     """The folder Obsidian's Templates plugin inserts from: its ``folder`` setting in
     ``.obsidian/templates.json``, or ``Templates`` when that is not set (or leaves the vault,
-    or is the vault itself)."""
+    or is the vault itself). Asked for every file event: the settings file is read again
+    only when its size or modification time changed."""
+    settings = vault / TEMPLATES_SETTINGS
     try:
-        data = json.loads((vault / TEMPLATES_SETTINGS).read_text(encoding="utf-8"))
+        st = settings.stat()
+        stamp: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = None
+    return _templates_folder(vault, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _templates_folder(vault: Path, stamp: tuple[int, int] | None) -> Path:
+    try:
+        data = json.loads((vault / TEMPLATES_SETTINGS).read_text(encoding="utf-8")) \
+            if stamp is not None else None
     except (OSError, ValueError):
         data = None
     folder = data.get("folder") if isinstance(data, dict) else None

@@ -13,6 +13,7 @@ fake does, and answers promptfoo's ``llm-rubric`` graders, so vaultd and promptf
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from bench.vaults import (
     panel_note,
     panel_questions,
     write_panel_vault,
+    write_seed_vault,
 )
 from tests.fakeapi import FakeMessagesAPI, Reply, Request
 
@@ -131,6 +133,9 @@ class PanelBench:
         self.quick = quick
         self.questions = panel_questions(10 if quick else QUESTIONS)
         self.model = PanelModel()
+        self.warm_started = 0.0
+        self.warm_requests: tuple[float, float] | None = None  # the last warm run's first
+        # request and last reply, seconds after its first note was written
         self.api = FakeMessagesAPI()
         self.api.responder = self.model
 
@@ -253,15 +258,16 @@ class PanelBench:
                               f"{pf.log_tail}\n```")
         return pf
 
-    def warm(self, name: str, delay: float) -> tuple[float | None, float, int]:
-        """The same work with the SDK off the critical path: a daemon on the vault, warmed by
-        one note that asks the model, then the panel notes written and ``vaultd run --once``
-        started at once, which hands them to the daemon and waits. Seconds from the first
-        note written to ``--once``'s exit (None: not all done), its exit code, the answers
-        asked."""
+    def warm(self, name: str, delay: float,
+             write: Callable[[Path], list[Path]] | None = None) -> tuple[float | None, int, int]:
+        """The work with the SDK off the critical path: a daemon on the vault, warmed by one
+        note that asks the model, then the notes written (``write``; by default the panel
+        vault) and ``vaultd run --once`` started at once, which hands them to the daemon and
+        waits. Seconds from the first note written to ``--once``'s exit (None: not all
+        done), its exit code, the answers asked."""
         vault = self.tmp / name
-        (vault / "Panels").mkdir(parents=True)
-        warmup = vault / "warm-up.md"
+        (vault / "Warm-up").mkdir(parents=True)
+        warmup = vault / "Warm-up" / "warm-up.md"
         self.model.delay = delay
         try:
             with procs.Daemon(vault, ["--settle", str(WARM_SETTLE), "--concurrency",
@@ -271,10 +277,12 @@ class PanelBench:
                 warmup.write_text(panel_note(f"{SEED_QUESTION} (warm-up)", 1), encoding="utf-8")
                 if not _wait(lambda: note_status(warmup) == "Done", 60):
                     raise RuntimeError(f"the warm-up note did not finish:\n{daemon.log_tail()}")
-                _wait(lambda: procs.rss_mb(daemon.pid) is not None, 1)
                 answers0 = self.model.counts()[0]
+                seen = len(self.api.message_requests())
                 start = time.perf_counter()
-                panels = write_panel_vault(vault, self.questions, SAMPLES)
+                self.warm_started = time.monotonic()
+                notes = (write or (lambda v: write_panel_vault(v, self.questions, SAMPLES)))(
+                    vault)
                 run = procs.run_once([sys.executable, "-m", "vaultd", "run", str(vault),
                                       "--once"], self.env(), self.tmp / f"{name}.log",
                                      timeout=600)
@@ -282,10 +290,39 @@ class PanelBench:
                 daemon.stop()
         finally:
             self.model.delay = 0.0
-        n = len(self.questions) * SAMPLES
-        done = (run.returncode == 0 and all(note_status(p) == "Done" for p in panels)
-                and sum(len(answer_notes(p)) for p in panels) == n)
+        times = [r.received_at - self.warm_started for r in self.api.message_requests()[seen:]]
+        self.warm_requests = (round(min(times), 2), round(max(times) + delay, 2)) if times \
+            else None
+        done = run.returncode == 0 and all(note_status(p) == "Done" for p in notes)
+        if write is None:
+            n = len(self.questions) * SAMPLES
+            done = done and sum(len(answer_notes(p)) for p in notes) == n
         return (wall if done else None), run.returncode or 0, self.model.counts()[0] - answers0
+
+    def single_notes_warm(self) -> None:
+        """Figure 2's work (200 seed-like notes at 200 ms, --concurrency 16) warm: beside the
+        cold figure 2, what the SDK's import costs it."""
+        n = 100 if self.quick else 200
+        floor = math.ceil(2 * n / CONCURRENCY) * MODEL_DELAY
+        self.log(f"figure 2w: {n} seed-like notes at {MODEL_DELAY} s, warm")
+        wall, code, _ = self.warm("fig2-warm", MODEL_DELAY,
+                                  lambda vault: write_seed_vault(vault / "Notes", n, seed=5))
+        self.rows.append(Row(
+            "2w", f"figure 2's {n} notes at {MODEL_DELAY * 1000:.0f} ms, warm (--once handing "
+            "them to the vault's daemon): wall / floor",
+            round(wall / floor, 3) if wall is not None else None, "× floor",
+            f"{wall:.2f} s = {wall / floor:.2f}× floor {floor:.1f} s" if wall is not None
+            else f"not finished (exit {code})", "(beside figure 2, cold)",
+            None if wall is not None else False,
+            {"floor_s": floor, "wall_s": wall, "first_request_and_last_reply_s":
+             self.warm_requests}))
+        if wall is not None and self.warm_requests:
+            first, last = self.warm_requests
+            self.notes.append(
+                f"Figure 2w: the first request arrived {first:.2f} s after the first note was "
+                f"written (the daemon's settle is {WARM_SETTLE} s), the last reply went at "
+                f"{last:.2f} s: {(last - first) / floor:.2f}× floor from first request to "
+                "last reply.")
 
     # -- P2 ------------------------------------------------------------------------------
 

@@ -144,7 +144,8 @@ class Bench:
 
         bench = PanelBench(self.tmp, self.src, self.rows, self.notes, self.log, self.quick)
         try:
-            for figure, step in (("P1", bench.throughput), ("P2", bench.latency_bound),
+            for figure, step in (("2w", bench.single_notes_warm),
+                                 ("P1", bench.throughput), ("P2", bench.latency_bound),
                                  ("P3", bench.live), ("P4", bench.memory),
                                  ("P5", bench.resume)):
                 try:

@@ -9,8 +9,8 @@ start at once instead of after a cold start (see bench/RESULTS.md).
 Nothing here is sent to the daemon: it watches the vault, and the notes are Pending. What
 ``--once`` reads is the notes themselves, and the daemon's state file for the notes it
 leaves waiting (no key, a refused key). A note still Pending ``PICKUP`` seconds after the
-daemon last said it was alive, or every note when the daemon stops meanwhile, is handed
-back to be run here.
+daemon last had anything queued or in progress (it is not getting to it), or every note
+when the daemon stops meanwhile, is handed back to be run here.
 """
 
 from __future__ import annotations
@@ -49,10 +49,11 @@ def hand_off(vault: Path, todo: list[Path], report: Callable[[NoteResult], None]
             return sorted(left)
         waiting = set(state.get("waiting") or ())
         why = state.get("waiting_why") or "the model cannot be asked"
+        busy = bool(state.get("queued") or state.get("in_progress"))  # it will get there
         now = clock()
         for path in sorted(left):
             status = _status(path)
-            if status != last[path]:
+            if status != last[path] or busy:
                 last[path] = status
                 left[path] = now
             if status in ("done", "error"):

@@ -395,7 +395,11 @@ class Daemon:
                 for name, t in sorted(model.tallies.items())}
 
     def _write_state(self, running: bool) -> None:
-        """What ``vaultd status`` shows of the running daemon."""
+        """What ``vaultd status`` shows of the running daemon (and what a ``--once`` beside
+        it reads of the notes it leaves waiting)."""
+        with self._waiting_lock:
+            waiting = sorted(display_path(p, self.vault) for p in self._waiting)
+            why = self._waiting_why if waiting else None
         state = {
             "pid": os.getpid(),
             "running": running,
@@ -407,8 +411,8 @@ class Daemon:
             "errors": self.stats.errors,
             "last_errors": self.stats.last_errors,
             "assistants": self._assistants(),
-            "waiting_why": self._waiting_why if self._waiting else None,
-            "waiting": sorted(display_path(p, self.vault) for p in self._waiting)[:WAITING_LISTED],
+            "waiting_why": why,
+            "waiting": waiting[:WAITING_LISTED],
         }
         path = self.vault / STATE_FILE
         try:

@@ -12,7 +12,6 @@ fake does, and answers promptfoo's ``llm-rubric`` graders, so vaultd and promptf
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import subprocess
@@ -30,6 +29,7 @@ from bench.vaults import (
     BRANDS,
     SEED_QUESTION,
     answer_notes,
+    judgment,
     note_status,
     panel_note,
     panel_questions,
@@ -38,8 +38,6 @@ from bench.vaults import (
 )
 from tests.fakeapi import FakeMessagesAPI, Reply, Request
 
-BRAND_PROMPT = "BRAND NAMES"
-STRENGTH_PROMPT = "how strongly is 'Poteligeo' recommended"
 QUESTIONS = 40
 SAMPLES = 5
 CONCURRENCY = 16
@@ -75,17 +73,11 @@ class PanelModel:
             with self.lock:
                 self.gradings += 1
             return Reply(text=promptfoo.grading_reply(), delay=self.delay)
-        if BRAND_PROMPT in text:
+        judged = judgment(text)
+        if judged is not None:
             with self.lock:
                 self.judgments += 1
-            context = text.split("</context>", 1)[0]
-            found = sorted((context.find(brand), brand) for brand in BRANDS if brand in context)
-            return Reply(text=json.dumps([brand for _, brand in found]), delay=self.delay)
-        if STRENGTH_PROMPT in text:
-            with self.lock:
-                self.judgments += 1
-            reply = {"response": 7, "comment": "Named among the preferred second-line options."}
-            return Reply(text=json.dumps(reply), delay=self.delay)
+            return Reply(text=judged, delay=self.delay)
         with self.lock:
             self.answers += 1
             number = self.answers
@@ -116,7 +108,6 @@ class PanelRun:
     answers_asked: int
     judgments_asked: int
     first_request_s: float | None  # after the process started
-    last_answer_s: float | None  # the last reply sent, after the process started
 
 
 class PanelBench:
@@ -161,13 +152,10 @@ class PanelBench:
         answers1, judgments1, _ = self.model.counts()
         requests = self.api.message_requests()[seen:]
         times = [r.received_at - run.started for r in requests]
-        last_answer = [r.received_at - run.started for r in requests
-                       if BRAND_PROMPT not in r.text and STRENGTH_PROMPT not in r.text]
         return PanelRun(
             run, sum(1 for p in panels if note_status(p) == "Done"),
             sum(len(answer_notes(p)) for p in panels), answers1 - answers0,
-            judgments1 - judgments0, round(min(times), 3) if times else None,
-            round(max(last_answer), 3) if last_answer else None)
+            judgments1 - judgments0, round(min(times), 3) if times else None)
 
     # -- P1 ------------------------------------------------------------------------------
 

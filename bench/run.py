@@ -33,7 +33,7 @@ from typing import Any
 from bench import procs
 from bench.rows import Row
 from bench.vaults import (
-    BRANDS,
+    judgment,
     note_status,
     programmatic_note,
     set_pending,
@@ -44,8 +44,6 @@ from tests.fakeapi import FakeMessagesAPI, Reply, Request
 
 ROOT = Path(__file__).resolve().parent.parent
 
-BRAND_PROMPT = "BRAND NAMES"
-STRENGTH_PROMPT = "how strongly is 'Poteligeo' recommended"
 AI_PER_SEED_NOTE = 2  # the seed's graph: 2 ai measures at level 0, 2 programmatic at level 1
 
 
@@ -86,14 +84,9 @@ class FakeModel:
         self.unexpected = 0
 
     def __call__(self, request: Request) -> Reply:
-        text = request.text
-        if BRAND_PROMPT in text:
-            context = text.split("</context>", 1)[0]
-            found = sorted((context.find(brand), brand) for brand in BRANDS if brand in context)
-            return Reply(text=json.dumps([brand for _, brand in found]), delay=self.delay)
-        if STRENGTH_PROMPT in text:
-            reply = {"response": 7, "comment": "Named among the preferred second-line options."}
-            return Reply(text=json.dumps(reply), delay=self.delay)
+        judged = judgment(request.text)
+        if judged is not None:
+            return Reply(text=judged, delay=self.delay)
         self.unexpected += 1
         return Reply(text="ok", delay=self.delay)
 

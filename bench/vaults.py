@@ -12,6 +12,7 @@ Everything is seeded: the same arguments give the same vault.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from pathlib import Path
@@ -24,6 +25,24 @@ BRANDS = [
     "Poteligeo", "Adcetris", "Targretin", "Intron A", "Trexall", "Folotyn", "Gemzar",
     "Doxil", "Istodax", "Zolinza", "Keytruda", "Lumoxiti", "Valchlor", "Uvadex",
 ]
+BRAND_PROMPT = "BRAND NAMES"  # the seed's two ai measures, as their prompts say
+STRENGTH_PROMPT = "how strongly is 'Poteligeo' recommended"
+
+
+def judgment(text: str) -> str | None:
+    """What the bench's fake model answers to one of the seed's two ai prompts (``text``,
+    the request's whole text): the brands the context names, in order, or a strength of 7;
+    None when ``text`` is neither."""
+    if BRAND_PROMPT in text:
+        context = text.split("</context>", 1)[0]
+        found = sorted((context.find(brand), brand) for brand in BRANDS if brand in context)
+        return json.dumps([brand for _, brand in found])
+    if STRENGTH_PROMPT in text:
+        return json.dumps({"response": 7,
+                           "comment": "Named among the preferred second-line options."})
+    return None
+
+
 # generic names in the seed's answer that get a brand in parentheses in some notes
 _GENERICS = {
     "Brentuximab Vedotin": "Adcetris",

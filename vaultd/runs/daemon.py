@@ -130,14 +130,15 @@ class Daemon:
         self.queue.touch(path)
         self._warm_up_for(path)
 
-    def _warm_up_for(self, path: Path) -> None:
+    def _warm_up_for(self, path: Path, runnable: bool = False) -> None:
         """The first queued note that will ask the model starts the SDK's import (~2 s) in
         the background, so that it overlaps the settle time rather than follow it. Not
-        before: an idle daemon without the SDK holds ~70 MB less."""
+        before: an idle daemon without the SDK holds ~70 MB less. ``runnable``: the caller
+        has found the note runnable already."""
         services = self.services
         if self._warmed or services is None or not services.clients:
             return
-        if not (wants_run(path) and asks_model(path)):
+        if not ((runnable or wants_run(path)) and asks_model(path)):
             return
         self._warmed = True
         log.debug("%s will ask the model: the SDK is loaded meanwhile",
@@ -209,7 +210,7 @@ class Daemon:
                 break
             if wants_run(path) and not (path == self.report_path and self._is_report(path)):
                 self.queue.touch(path, now=True)
-                self._warm_up_for(path)
+                self._warm_up_for(path, runnable=True)
                 count += 1
             elif self.repeats is not None and mentions_every(path):
                 self.repeats.look(path)

@@ -43,6 +43,7 @@ def hand_off(vault: Path, todo: list[Path], report: Callable[[NoteResult], None]
     the notes handed back to be run here (the daemon stopped, or did not take them up)."""
     left = {path: clock() for path in todo}  # path -> when it was last seen to change
     last = {path: _status(path) for path in todo}
+    stamps = {path: _stamp(path) for path in todo}  # a note is read again only once changed
     while left:
         state = daemon_state(vault)
         if state is None:  # the daemon stopped: what it did not finish is run here
@@ -52,7 +53,9 @@ def hand_off(vault: Path, todo: list[Path], report: Callable[[NoteResult], None]
         busy = bool(state.get("queued") or state.get("in_progress"))  # it will get there
         now = clock()
         for path in sorted(left):
-            status = _status(path)
+            stamp = _stamp(path)
+            status = last[path] if stamp == stamps[path] else _status(path)
+            stamps[path] = stamp
             if status != last[path] or busy:
                 last[path] = status
                 left[path] = now
@@ -72,6 +75,15 @@ def hand_off(vault: Path, todo: list[Path], report: Callable[[NoteResult], None]
         if left:
             time.sleep(POLL)
     return []
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes whenever a note is written: its inode, size and modification time."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _status(path: Path) -> str | None:

@@ -63,23 +63,23 @@ def run_once(vault: Path, settings: config.Settings, out: TextIO, batch: bool = 
             if todo:
                 print(f"vaultd: {len(todo)} notes handed back by the daemon (it stopped, or "
                       "did not take them up): run here", file=sys.stderr)
-        processes = shards.processes_for(settings, len(todo), batch)
-        if daemon is not None and not todo:
-            pass  # the daemon ran them all (and recovers its own journal)
-        elif processes > 1:
-            problem = credentials_problem()
-            if problem:
-                _say_no_key(problem)
+        if daemon is None or todo:  # else the daemon ran them all (and recovers its journal)
+            processes = shards.processes_for(settings, len(todo), batch)
+            if processes > 1:
+                problem = credentials_problem()
+                if problem:
+                    _say_no_key(problem)
 
-            def reported(note: shards.Reported, flying: int) -> None:
-                in_flight[0] = flying
-                report(NoteResult(note.path, note.status, note.summary,  # type: ignore[arg-type]
-                                  usage=note.usage))
+                def reported(note: shards.Reported, flying: int) -> None:
+                    in_flight[0] = flying
+                    report(NoteResult(note.path, note.status,  # type: ignore[arg-type]
+                                      note.summary, usage=note.usage))
 
-            for line in shards.run(vault, settings, shards.deal(todo, processes), reported):
-                print(f"vaultd: {line}", file=sys.stderr)
-        else:
-            run_here(vault, settings, todo, batch, report, in_flight, tally=tally)
+                for line in shards.run(vault, settings, shards.deal(todo, processes),
+                                       reported):
+                    print(f"vaultd: {line}", file=sys.stderr)
+            else:
+                run_here(vault, settings, todo, batch, report, in_flight, tally=tally)
     finally:
         bar.close()
     counts = {s: sum(1 for r in results if r.status == s) for s in

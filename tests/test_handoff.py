@@ -138,3 +138,27 @@ def _state(vault: Path) -> str:
         return (vault / ".vaultd" / "daemon.json").read_text(encoding="utf-8")
     except OSError:
         return ""
+
+
+def test_a_burst_of_notes_ending_together_is_each_seen_ending(
+        vault: Path, api: FakeMessagesAPI, seeds: threading.Event) -> None:
+    """Forty notes held in the daemon, then let go at once while --once watches them: each
+    is reported as it ends, none missed (a note is read again once its stat changes)."""
+    names = [f"n{k:02d}.md" for k in range(40)]
+    with DaemonProcess(vault, "--settle", "0.1", "--concurrency", "16") as daemon:
+        daemon.wait_ready()
+        wait_for(lambda: state_fresh(vault), what="the daemon's state file")
+        for name in names:
+            (vault / name).write_text(SEED.replace("> I'm sorry", f"> ({name}) I'm sorry", 1),
+                                      encoding="utf-8")
+        wait_for(note_says(vault / names[0], "Status: Processing"), what="the notes taken up")
+        once = Once(vault)
+        wait_for(lambda: once.said("is running: it runs these"), what="--once handing off")
+        seeds.set()
+        code, out, err = once.finish()
+        daemon.stop()
+
+    assert code == 0, (out, err)
+    assert out.splitlines()[-1] == "vaultd: 40 notes processed: 40 done", (out, err)
+    assert sorted(out.splitlines()[:-1]) == [f"done       {name}: run by the vault's daemon"
+                                             for name in names], out

@@ -23,7 +23,8 @@ from vaultd.edges.vault import display_path, peek
 from vaultd.obsidian.status import daemon_state
 from vaultd.runs.session import NoteResult
 
-POLL = 0.05  # seconds between looks at the notes
+POLL = 0.05  # seconds between looks at the notes (a stat each)
+REREAD = 1.0  # seconds after which a note is read again even when its stat is unchanged
 PICKUP = 60.0  # a note the daemon has not taken up by then is run here
 FRESH = 15.0  # the daemon writes its state every 5 s: older than this, it is stuck or gone
 
@@ -42,8 +43,12 @@ def hand_off(vault: Path, todo: list[Path], report: Callable[[NoteResult], None]
     """Wait for the running daemon to end each note of ``todo``, reporting each as it ends;
     the notes handed back to be run here (the daemon stopped, or did not take them up)."""
     left = {path: clock() for path in todo}  # path -> when it was last seen to change
+    # A note is read again once it changed, and at least every REREAD seconds (a stamp
+    # cannot tell two writes apart within one tick of the file system's clock); its stamp
+    # is taken before it is read, so a change after the stamp is seen at the next look.
+    stamps = {path: _stamp(path) for path in todo}
     last = {path: _status(path) for path in todo}
-    stamps = {path: _stamp(path) for path in todo}  # a note is read again only once changed
+    read_at = dict.fromkeys(todo, clock())
     while left:
         state = daemon_state(vault)
         if state is None:  # the daemon stopped: what it did not finish is run here
@@ -54,8 +59,10 @@ def hand_off(vault: Path, todo: list[Path], report: Callable[[NoteResult], None]
         now = clock()
         for path in sorted(left):
             stamp = _stamp(path)
-            status = last[path] if stamp == stamps[path] else _status(path)
-            stamps[path] = stamp
+            status = last[path]
+            if stamp != stamps[path] or now - read_at[path] >= REREAD:
+                stamps[path], read_at[path] = stamp, now
+                status = _status(path)
             if status != last[path] or busy:
                 last[path] = status
                 left[path] = now
